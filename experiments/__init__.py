@@ -1,0 +1,1 @@
+"""Experiment entry points (absl apps): thin layers over the sfda_jax library."""

@@ -1,0 +1,52 @@
+"""sfda_jax: SFDA and transferability metrics as jitted JAX kernels."""
+
+from setuptools import find_packages, setup
+
+# Versions: ranges around the set seen installing and working together on
+# Python 3.11 (jax/jaxlib 0.10.2, flax 0.12.8, optax 0.2.8, chex 0.1.92,
+# transformers 4.57.6, tensorflow-cpu 2.21.0, tensorflow-datasets 4.9.10,
+# numpy 2.4). Reasons for the bounds:
+# - transformers < 5: version 5 removed the Flax model classes.
+# - jax < 0.11 / flax < 0.13: the kernels use lax.map(batch_size=...) and the
+#   jax.Array sharding API as of 0.10; the next minor may break them untested.
+# - tensorflow-cpu: input pipelines only; the CPU build keeps TF off the
+#   accelerator that JAX owns.
+INSTALL_REQUIRES = [
+    "jax>=0.10.2,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8",
+    "chex>=0.1.92",
+    "numpy>=2.0",
+    "scipy>=1.13",
+    "absl-py>=2.1",
+    "tqdm>=4.66",
+    "matplotlib>=3.8",
+    "pillow>=10.0",
+    "tensorflow-cpu>=2.21,<2.22",
+    "tensorflow-datasets>=4.9.10",
+    "transformers>=4.57.6,<5",
+]
+
+EXTRAS = {
+    # scikit-learn: reference implementations (NLEEP's published protocol,
+    # Ledoit-Wolf) and real test data (digits, sample photos).
+    "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.5"],
+    # torch 2.13.0: the CPU build that lies on this project's machines; a bare
+    # "torch" would pull a multi-GB CUDA build. Baseline comparisons only.
+    "baseline": ["torch==2.13.0", "scikit-learn>=1.5"],
+}
+
+setup(
+    name="sfda_jax",
+    version="0.1.0",
+    description=("SFDA (Self-challenging Fisher Discriminant Analysis) and "
+                 "transferability metrics as jitted JAX kernels"),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["sfda_jax", "sfda_jax.*", "experiments",
+                                    "experiments.*"]),
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    license="Apache-2.0",
+)

@@ -1,0 +1,32 @@
+"""sfda_jax: which pre-trained model to fine-tune, without fine-tuning them all.
+
+A JAX reimplementation of SFDA (Self-challenging Fisher Discriminant Analysis,
+Shao et al., ECCV 2022) and the established transferability metrics (LogME,
+LEEP, NCE, NLEEP, H-score, regularized H-score, GBC, TransRate, PARC) as pure,
+jittable kernels, plus tools to score a model zoo and compare the ranking with
+fine-tuning accuracy.
+
+Example:
+  >>> import numpy as np, sfda_jax
+  >>> rng = np.random.default_rng(0)
+  >>> y = np.repeat(np.arange(3), 20)
+  >>> x = rng.normal(size=(60, 8)) + 3 * np.eye(8)[y]
+  >>> round(sfda_jax.sfda(x, y), 3) > 0.5
+  True
+"""
+
+from sfda_jax.metrics import (SFDAState, confmix, gbc, hscore, leep, logme,
+                              nce, nleep, parc, regularized_hscore, sfda,
+                              sfda_fit, sfda_predict_proba, sfda_transform,
+                              transrate)
+from sfda_jax.ranking import (ALL_METRICS, FEATURE_METRICS, SOURCE_METRICS,
+                              agreement, score_models)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALL_METRICS", "FEATURE_METRICS", "SOURCE_METRICS", "SFDAState",
+    "agreement", "confmix", "gbc", "hscore", "leep", "logme", "nce", "nleep",
+    "parc", "regularized_hscore", "score_models", "sfda", "sfda_fit",
+    "sfda_predict_proba", "sfda_transform", "transrate",
+]

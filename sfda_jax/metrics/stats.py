@@ -1,0 +1,217 @@
+"""Shared statistics kernels: the one place scatter matrices are computed.
+
+Every metric that needs class counts, class means, centred scatter matrices,
+shrinkage, power iteration or a principal basis takes them from here, so each
+computation exists once. All functions are pure and jittable; shapes that must
+be static (``num_classes``) are plain Python ints.
+
+Precision policy: matrix products use ``precision=HIGHEST`` so that an
+accelerator never silently runs float32 products in TF32/bfloat16, and scatter
+matrices are formed from *centred* data, which is far more accurate in float32
+than ``X^T X - n mu mu^T``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = [
+    "matmul",
+    "gram",
+    "one_hot",
+    "class_counts",
+    "class_means",
+    "within_scatter",
+    "total_scatter",
+    "between_scatter",
+    "shrink",
+    "power_iteration_top_eigenvalue",
+    "adaptive_shrinkage",
+    "ledoit_wolf_shrinkage",
+    "principal_basis",
+    "pinv_eigh",
+    "cholesky_with_jitter",
+]
+
+
+def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+  """``a @ b`` at full precision (no TF32 / bf16 passes on accelerators)."""
+  return jnp.matmul(a, b, precision=lax.Precision.HIGHEST)
+
+
+def gram(x: jax.Array) -> jax.Array:
+  """``x^T x`` for ``x: [N, D]`` -> ``[D, D]``, symmetrised."""
+  g = matmul(x.T, x)
+  return 0.5 * (g + g.T)
+
+
+def one_hot(labels: jax.Array, num_classes: int, dtype) -> jax.Array:
+  """One-hot encoding ``[N] -> [N, K]`` of integer codes in ``[0, K)``."""
+  return jax.nn.one_hot(labels, num_classes, dtype=dtype)
+
+
+def class_counts(labels: jax.Array, num_classes: int, dtype) -> jax.Array:
+  """Number of samples per class, ``[K]``, as ``dtype``."""
+  return one_hot(labels, num_classes, dtype).sum(axis=0)
+
+
+def class_means(x: jax.Array, labels: jax.Array, num_classes: int
+                ) -> tuple[jax.Array, jax.Array]:
+  """Class means and counts.
+
+  Computed as a one-hot matrix product rather than a scatter-add so that the
+  reduction order (hence the result) is deterministic on every backend.
+
+  Args:
+    x: features ``[N, D]``.
+    labels: integer codes ``[N]`` in ``[0, K)``.
+    num_classes: ``K`` (static).
+
+  Returns:
+    ``(means [K, D], counts [K])``.
+  """
+  y = one_hot(labels, num_classes, x.dtype)
+  counts = y.sum(axis=0)
+  means = matmul(y.T, x) / counts[:, None]
+  return means, counts
+
+
+def within_scatter(x: jax.Array, labels: jax.Array, means: jax.Array
+                   ) -> jax.Array:
+  """Pooled within-class scatter ``Sw = (1/N) sum_i (x_i - mu_{y_i})(.)^T``.
+
+  Equal to ``sum_k pi_k Cov(X_k)`` with biased per-class covariances.
+  """
+  xc = x - means[labels]
+  return gram(xc) / x.shape[0]
+
+
+def total_scatter(x: jax.Array) -> jax.Array:
+  """Biased covariance ``Cov(X) = (1/N) (X - mu)^T (X - mu)``, ``[D, D]``."""
+  xc = x - x.mean(axis=0)
+  return gram(xc) / x.shape[0]
+
+
+def between_scatter(means: jax.Array, priors: jax.Array) -> jax.Array:
+  """``Sb = sum_k pi_k (mu_k - mu)(mu_k - mu)^T`` (= ``Cov(G)``, G_i = mu_{y_i})."""
+  centred = means - priors @ means
+  return matmul((centred * priors[:, None]).T, centred)
+
+
+def shrink(s: jax.Array, shrinkage: jax.Array | float) -> jax.Array:
+  """``(1 - a) S + a (tr(S) / D) I``."""
+  d = s.shape[0]
+  mu = jnp.trace(s) / d
+  return (1.0 - shrinkage) * s + shrinkage * mu * jnp.eye(d, dtype=s.dtype)
+
+
+def power_iteration_top_eigenvalue(s: jax.Array, iterations: int = 3
+                                   ) -> jax.Array:
+  """Top-eigenvalue estimate exactly as the published SFDA code computes it.
+
+  ``x = S 1``; repeat ``iterations`` times ``{t = S x; v = t/|t|; t = S v;
+  x = t/|t|}``; return ``x^T S v``.
+  """
+  x = s.sum(axis=1)
+  v = x
+
+  def body(_, carry):
+    x, _ = carry
+    t = s @ x
+    v = t / jnp.linalg.norm(t)
+    t = s @ v
+    return t / jnp.linalg.norm(t), v
+
+  x, v = lax.fori_loop(0, iterations, body, (x, v))
+  return x @ (s @ v)
+
+
+def adaptive_shrinkage(sw: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """SFDA's adaptive shrinkage ``max(exp(-5 lambda), 1e-10)``.
+
+  Returns:
+    ``(shrinkage, lambda)`` with ``lambda`` the power-iteration estimate of the
+    top eigenvalue of ``sw``.
+  """
+  lam = power_iteration_top_eigenvalue(sw)
+  return jnp.maximum(jnp.exp(-5.0 * lam), 1e-10).astype(sw.dtype), lam
+
+
+def ledoit_wolf_shrinkage(xc: jax.Array, cov: jax.Array) -> jax.Array:
+  """Ledoit-Wolf shrinkage intensity (scikit-learn's formula).
+
+  Args:
+    xc: centred data ``[N, D]``.
+    cov: its biased covariance ``xc^T xc / N``, ``[D, D]``.
+
+  Returns:
+    The scalar ``a`` in ``[0, 1]`` of ``(1 - a) cov + a (tr(cov)/D) I``.
+  """
+  n, d = xc.shape
+  row_sq = jnp.sum(xc * xc, axis=1)
+  trace = jnp.trace(cov)
+  mu = trace / d
+  beta_ = jnp.sum(row_sq * row_sq)              # = sum((X^2)^T X^2)
+  delta_ = jnp.sum(cov * cov)                   # = |X^T X|_F^2 / N^2
+  beta = (beta_ / n - delta_) / (d * n)
+  delta = (delta_ - 2.0 * mu * trace + d * mu * mu) / d
+  beta = jnp.minimum(beta, delta)
+  return jnp.where(beta == 0, 0.0, beta / jnp.where(delta == 0, 1.0, delta))
+
+
+def principal_basis(cov: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Eigen-decomposition of a covariance, largest first, with a sign convention.
+
+  Each eigenvector is flipped so that its largest-magnitude entry is positive
+  (scikit-learn's ``svd_flip`` convention on the loadings), which makes PCA
+  projections reproducible.
+
+  Returns:
+    ``(eigenvalues [D] descending, eigenvectors [D, D] as columns)``.
+  """
+  w, v = jnp.linalg.eigh(cov)
+  w, v = w[::-1], v[:, ::-1]
+  idx = jnp.argmax(jnp.abs(v), axis=0)
+  signs = jnp.sign(v[idx, jnp.arange(v.shape[1])])
+  signs = jnp.where(signs == 0, 1.0, signs).astype(v.dtype)
+  return w, v * signs
+
+
+def pinv_eigh(s: jax.Array, rcond: float | None = None
+              ) -> tuple[jax.Array, jax.Array]:
+  """Pseudo-inverse factors of a symmetric PSD matrix.
+
+  Eigenvalues below ``rcond * max|w|`` are dropped (``rcond`` defaults to
+  ``D * eps(dtype)``), so ``pinv(S) = U diag(inv_w) U^T``.
+
+  Returns:
+    ``(inv_w [D], U [D, D])``.
+  """
+  d = s.shape[0]
+  if rcond is None:
+    rcond = d * jnp.finfo(s.dtype).eps
+  w, u = jnp.linalg.eigh(s)
+  keep = jnp.abs(w) > rcond * jnp.max(jnp.abs(w))
+  inv_w = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
+  return inv_w, u
+
+
+def cholesky_with_jitter(a: jax.Array, scale: jax.Array | None = None
+                         ) -> jax.Array:
+  """Lower Cholesky factor of an SPD matrix, with one jittered retry.
+
+  When rounding makes a nearly singular ``a`` numerically indefinite (float32
+  with tiny regularisation), retries with ``a + D * eps * scale * I``, where
+  ``scale`` estimates the largest eigenvalue (default: the largest diagonal
+  entry). Well-conditioned inputs never take the retry.
+  """
+  d = a.shape[0]
+  chol = jnp.linalg.cholesky(a)
+  if scale is None:
+    scale = jnp.max(jnp.diagonal(a))
+  jitter = d * jnp.finfo(a.dtype).eps * jnp.maximum(scale, jnp.trace(a) / d)
+  return lax.cond(
+      jnp.all(jnp.isfinite(chol)), lambda: chol,
+      lambda: jnp.linalg.cholesky(a + jitter * jnp.eye(d, dtype=a.dtype)))

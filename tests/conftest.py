@@ -1,0 +1,44 @@
+"""Shared fixtures: a scoped float64 switch and synthetic labelled features."""
+
+import os
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))   # `import reference`
+
+
+@pytest.fixture
+def x64():
+  """Runs a test with ``jax_enable_x64`` on, restoring the previous value."""
+  previous = jax.config.jax_enable_x64
+  jax.config.update("jax_enable_x64", True)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_enable_x64", previous)
+
+
+def make_features(n, d, k, seed=0, separation=2.0, unbalanced=True,
+                  label_ids=None, dtype=np.float64):
+  """Gaussian classes with random means; optionally unbalanced counts and
+  non-contiguous ids. Every class gets at least 2 samples."""
+  rng = np.random.default_rng(seed)
+  if unbalanced:
+    weights = rng.uniform(0.3, 1.0, size=k)
+  else:
+    weights = np.ones(k)
+  counts = np.maximum(2, np.floor(n * weights / weights.sum())).astype(int)
+  counts[0] += n - counts.sum()
+  assert counts.min() >= 2, counts
+  codes = rng.permutation(np.repeat(np.arange(k), counts))
+  means = rng.normal(size=(k, d)) * separation / np.sqrt(min(d, k) + 1.0)
+  scales = rng.uniform(0.5, 1.5, size=d)
+  x = means[codes] + rng.normal(size=(n, d)) * scales
+  x = 0.5 + 0.7 * x
+  if label_ids is None:
+    label_ids = np.sort(rng.choice(np.arange(-50, 10 * k + 50), size=k,
+                                   replace=False))
+  return x.astype(dtype), np.asarray(label_ids)[codes]
