@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))   # `import reference`
+sys.path.insert(0, os.path.dirname(__file__))   # `from conftest import ...`
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import reference
+from sfda_jax.baselines import numpy_reference as reference
 import sfda_jax
 from sfda_jax import metrics
 from sfda_jax.metrics import _sfda

@@ -1,4 +1,5 @@
-"""Float64 parity of every metric with the NumPy references (tests/reference.py).
+"""Float64 parity of every metric with the NumPy references
+(sfda_jax/baselines/numpy_reference.py, written from METRICS.md).
 
 Under ``jax_enable_x64`` each JAX metric must match its reference to 1e-6
 relative, across N > D and N < D, 2..100 classes, unbalanced class sizes and
@@ -8,7 +9,7 @@ non-contiguous (negative, gapped) label ids.
 import numpy as np
 import pytest
 
-import reference
+from sfda_jax.baselines import numpy_reference as reference
 import sfda_jax
 from conftest import make_features
 

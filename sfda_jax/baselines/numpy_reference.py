@@ -1,8 +1,9 @@
 """Independent float64 NumPy reference implementations of the transferability metrics.
 
-These follow /work/shared/docs/METRICS.md (the contract) and the published code, written plainly and
-unoptimised (per-class Python loops) so that they are "obviously correct". They are used only by the tests
-to check the JAX implementations; nothing here imports ``sfda_jax``.
+These follow METRICS.md (the project's metric contract, kept in the team's shared docs) and the published code, written plainly and
+unoptimised (per-class Python loops) so that they are "obviously correct". They are used by the tests
+to check the JAX implementations and by the benchmark; nothing here imports the rest of ``sfda_jax``.
+scikit-learn (the ``test`` extra) is imported only by the functions that need it.
 
 Conventions shared by every function:
   * inputs are cast to float64 copies (callers' arrays are never modified);
@@ -13,9 +14,6 @@ Conventions shared by every function:
 import numpy as np
 import scipy.linalg
 import scipy.stats
-from sklearn.covariance import ledoit_wolf
-from sklearn.decomposition import PCA
-from sklearn.mixture import GaussianMixture
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -270,6 +268,9 @@ def nleep_sklearn(X, y, seed=0):
     """NLEEP (Li et al., 2021) with scikit-learn: PCA keeping 80% variance, GMM with 5K components, LEEP."""
     X = _as_f64(X)
     y, K = _remap(y)
+    from sklearn.decomposition import PCA
+    from sklearn.mixture import GaussianMixture
+
     Z = PCA(n_components=0.8, svd_solver="full", random_state=seed).fit_transform(X)
     gmm = GaussianMixture(n_components=5 * K, covariance_type="full", random_state=seed).fit(Z)
     theta = gmm.predict_proba(Z)
@@ -298,6 +299,8 @@ def regularized_hscore(X, y):
     X = _as_f64(X)
     y, K = _remap(y)
     Xc = X - X.mean(axis=0)
+    from sklearn.covariance import ledoit_wolf
+
     C_a, a = ledoit_wolf(Xc, assume_centered=True)
     cov_g = _cov(_class_mean_rows(X, y, K))
     return float(np.trace(_pinv_psd(np.atleast_2d(C_a)) @ ((1.0 - a) * cov_g)))

@@ -1,0 +1,75 @@
+"""The shared statistics kernels against direct NumPy / scikit-learn."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sfda_jax.baselines import numpy_reference as reference
+from sfda_jax.metrics import stats
+from conftest import make_features
+
+
+@pytest.mark.parametrize("d", [7, 600, 1100])
+def test_gram_matches_numpy_and_is_symmetric(x64, d):
+  x = np.random.default_rng(d).normal(size=(50, d))
+  g = np.asarray(stats.gram(jnp.asarray(x)))
+  np.testing.assert_allclose(g, x.T @ x, rtol=1e-12, atol=1e-10)
+  np.testing.assert_array_equal(g, g.T)
+
+
+def test_scatter_decomposition(x64):
+  x, y = make_features(200, 6, 4, seed=0, label_ids=np.arange(4))
+  means, counts = stats.class_means(jnp.asarray(x), jnp.asarray(y), 4)
+  priors = counts / 200
+  sw = stats.within_scatter(jnp.asarray(x), jnp.asarray(y), means)
+  sb = stats.between_scatter(means, priors)
+  st = stats.total_scatter(jnp.asarray(x))
+  np.testing.assert_allclose(sw + sb, st, rtol=1e-10, atol=1e-12)
+  np.testing.assert_allclose(st, np.cov(x, rowvar=False, bias=True),
+                             rtol=1e-10)
+
+
+def test_power_iteration_and_shrink(x64):
+  a = np.random.default_rng(1).normal(size=(30, 8))
+  s = a.T @ a
+  lam = float(stats.power_iteration_top_eigenvalue(jnp.asarray(s)))
+  # Exactly the published 3-step estimate (a lower bound of the top one).
+  assert lam == pytest.approx(reference._power_iteration(s), rel=1e-12)
+  assert lam <= np.linalg.eigvalsh(s)[-1] * (1 + 1e-12)
+  shrunk = np.asarray(stats.shrink(jnp.asarray(s), 0.25))
+  np.testing.assert_allclose(
+      shrunk, 0.75 * s + 0.25 * np.trace(s) / 8 * np.eye(8), rtol=1e-12)
+
+
+def test_ledoit_wolf_matches_sklearn(x64):
+  from sklearn.covariance import ledoit_wolf
+  x = np.random.default_rng(2).normal(size=(40, 25)) @ np.diag(
+      np.linspace(0.1, 3, 25))
+  xc = x - x.mean(0)
+  _, expected = ledoit_wolf(xc, assume_centered=True)
+  got = stats.ledoit_wolf_shrinkage(jnp.asarray(xc),
+                                    jnp.asarray(xc.T @ xc / 40))
+  assert float(got) == pytest.approx(expected, rel=1e-10)
+
+
+def test_principal_basis_matches_sklearn_pca_signs(x64):
+  from sklearn.decomposition import PCA
+  x = np.random.default_rng(3).normal(size=(100, 6)) @ np.diag([5, 4, 3, 2,
+                                                                1, .5])
+  w, v = stats.principal_basis(jnp.asarray(np.cov(x, rowvar=False,
+                                                  bias=True)))
+  pca = PCA(svd_solver="full").fit(x)
+  np.testing.assert_allclose(np.asarray(v).T, pca.components_, atol=1e-8)
+  assert np.all(np.diff(np.asarray(w)) <= 0)
+
+
+def test_pinv_and_jittered_cholesky(x64):
+  a = np.random.default_rng(4).normal(size=(5, 8))
+  s = a.T @ a                                   # rank 5 of 8
+  inv_w, u = stats.pinv_eigh(jnp.asarray(s))
+  pinv = np.asarray(u) @ np.diag(np.asarray(inv_w)) @ np.asarray(u).T
+  np.testing.assert_allclose(pinv, np.linalg.pinv(s, rcond=8 * 2.2e-16),
+                             rtol=1e-8, atol=1e-10)
+  chol = np.asarray(stats.cholesky_with_jitter(jnp.asarray(s)))
+  assert np.all(np.isfinite(chol))
+  np.testing.assert_allclose(chol @ chol.T, s, atol=1e-10 * np.abs(s).max())
