@@ -63,7 +63,7 @@ def make_data(n: int, d: int, c: int, seed: int
   rank = min(d, 256)
   mixing = rng.normal(size=(rank, d)).astype(np.float32) / np.sqrt(rank)
   spectrum = (1.0 / np.sqrt(1.0 + np.arange(rank))).astype(np.float32)
-  means = rng.normal(size=(c, rank)).astype(np.float32) * spectrum * 1.5
+  means = rng.normal(size=(c, rank)).astype(np.float32) * spectrum * 0.3
   latent = means[labels] + rng.normal(size=(n, rank)).astype(np.float32) \
       * spectrum
   x = latent @ mixing + 0.3 * rng.normal(size=(n, d)).astype(np.float32)

@@ -20,6 +20,7 @@ from jax import lax
 __all__ = [
     "matmul",
     "gram",
+    "matmul_upper_triangular",
     "one_hot",
     "class_counts",
     "class_means",
@@ -69,6 +70,23 @@ def gram(x: jax.Array) -> jax.Array:
   return jnp.concatenate(
       [jnp.concatenate([blocks[i, j] if i <= j else blocks[j, i].T
                         for j in range(b)], axis=1) for i in range(b)], axis=0)
+
+
+def matmul_upper_triangular(x: jax.Array, u: jax.Array) -> jax.Array:
+  """``x @ u`` for an upper-triangular ``u [D, D]``, skipping its zero blocks.
+
+  With ``b`` column blocks (as :func:`gram`), block column ``j`` of the result
+  only needs the first ``j + 1`` row blocks of ``u``: ``(b + 1) / 2b`` of the
+  flops of a dense product.
+  """
+  d = u.shape[0]
+  b = _gram_blocks(d)
+  if b == 1:
+    return matmul(x, u)
+  edges = [round(i * d / b) for i in range(b + 1)]
+  return jnp.concatenate(
+      [matmul(x[:, :edges[j + 1]], u[:edges[j + 1], edges[j]:edges[j + 1]])
+       for j in range(b)], axis=1)
 
 
 def one_hot(labels: jax.Array, num_classes: int, dtype) -> jax.Array:
