@@ -1,0 +1,296 @@
+"""Feature extraction: backbone x dataset -> features, labels, source logits.
+
+``extract(backbone, dataset)`` runs the backbone's jitted batch function over
+the dataset's preprocessed batches with a tqdm progress bar (images/s),
+padding the last batch to the batch size so nothing recompiles, and caches the
+result on disk.
+
+Cache: ``<cache_dir>/<model>/<key>.npz`` with ``key`` a hash of the backbone's
+identity (name, weights, preprocessing, compute dtype), the dataset's
+fingerprint (name, split, examples, seed, version) and the cache format
+version. Every write goes to a temporary file in the same directory and is
+then renamed, so a crash never leaves a half-written entry. Long runs save
+their progress every ``checkpoint_every`` images into ``<key>.partial/``
+(also atomically); an interrupted extraction resumes from there. An entry
+that cannot be read, whose stored key differs, or whose arrays are
+inconsistent is logged, deleted and recomputed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import itertools
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import zipfile
+from typing import Any, Iterator
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from sfda_jax.backbones.base import Backbone
+
+__all__ = ["FeatureResult", "extract", "default_cache_dir", "cache_key"]
+
+CACHE_FORMAT = 1
+
+
+@dataclasses.dataclass
+class FeatureResult:
+  """Extracted features of one backbone on one dataset.
+
+  Attributes:
+    features: ``[N, D]`` float32.
+    labels: ``[N]`` int64 target labels, in the dataset's order.
+    source_logits: ``[N, Z]`` float32, or ``None`` for a backbone without a
+      classifier head.
+    model: backbone name.
+    dataset: dataset fingerprint.
+    seconds: wall time of the extraction (0 when served from the cache).
+    from_cache: whether the result was read from the cache.
+  """
+  features: np.ndarray
+  labels: np.ndarray
+  source_logits: np.ndarray | None
+  model: str
+  dataset: str
+  seconds: float = 0.0
+  from_cache: bool = False
+
+  @property
+  def source_probs(self) -> np.ndarray | None:
+    """Softmax of the source logits ``[N, Z]`` (for LEEP), or ``None``."""
+    if self.source_logits is None:
+      return None
+    return np.asarray(jax.nn.softmax(jnp.asarray(self.source_logits), axis=1))
+
+
+def default_cache_dir() -> str:
+  """``$SFDA_JAX_CACHE`` or ``~/.cache/sfda_jax``."""
+  return os.environ.get("SFDA_JAX_CACHE",
+                        os.path.join(os.path.expanduser("~"), ".cache",
+                                     "sfda_jax"))
+
+
+def cache_key(backbone: Backbone, dataset: Any) -> str:
+  """The hash naming a (backbone, dataset) cache entry."""
+  payload = json.dumps({"format": CACHE_FORMAT,
+                        "backbone": backbone.cache_identity(),
+                        "dataset": dataset.fingerprint}, sort_keys=True)
+  return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def _safe_name(name: str) -> str:
+  return re.sub(r"[^A-Za-z0-9_.@-]+", "_", name).strip("_") or "model"
+
+
+def _atomic_savez(path: str, **arrays: Any) -> None:
+  """``np.savez`` to a temp file in the target directory, then rename."""
+  directory = os.path.dirname(path)
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp.npz")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      np.savez(f, **arrays)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def _read_entry(path: str, key: str) -> dict[str, np.ndarray] | None:
+  """Reads a cache file; ``None`` (and the file removed) if it is unusable."""
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      arrays = {k: data[k] for k in data.files}
+  except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
+    logging.warning("feature cache entry %s is corrupt (%s); recomputing.",
+                    path, e)
+    os.unlink(path)
+    return None
+  stored = str(arrays.get("key", ""))
+  problem = None
+  if stored != key:
+    problem = f"stale (key {stored!r} != {key!r})"
+  elif "features" not in arrays or "labels" not in arrays:
+    problem = "incomplete"
+  elif arrays["features"].shape[0] != arrays["labels"].shape[0]:
+    problem = "inconsistent row counts"
+  elif not np.all(np.isfinite(arrays["features"])):
+    problem = "non-finite features"
+  if problem:
+    logging.warning("feature cache entry %s is %s; recomputing.", path,
+                    problem)
+    os.unlink(path)
+    return None
+  return arrays
+
+
+def _result(arrays, backbone, dataset, seconds, from_cache) -> FeatureResult:
+  logits = arrays.get("source_logits")
+  return FeatureResult(
+      features=arrays["features"], labels=arrays["labels"],
+      source_logits=None if logits is None or logits.size == 0 else logits,
+      model=backbone.name, dataset=dataset.fingerprint, seconds=seconds,
+      from_cache=from_cache)
+
+
+def _padded(batches: Iterator, batch_size: int) -> Iterator:
+  """Pads each batch's images to ``batch_size`` rows; yields (images, labels, n)."""
+  for images, labels in batches:
+    n = images.shape[0]
+    if n < batch_size:
+      pad = np.zeros((batch_size - n,) + images.shape[1:], images.dtype)
+      images = np.concatenate([images, pad])
+    yield images, labels, n
+
+
+def extract(backbone: Backbone, dataset: Any, batch_size: int = 64,
+            cache_dir: str | None = None, use_cache: bool = True,
+            checkpoint_every: int = 4096, progress: bool = True
+            ) -> FeatureResult:
+  """Features (and source logits) of ``backbone`` on every example of ``dataset``.
+
+  Args:
+    backbone: from :func:`sfda_jax.backbones.get`.
+    dataset: from :func:`sfda_jax.data.load` (or anything with ``fingerprint``,
+      ``num_examples``, ``labels`` and ``batches(preprocessing, batch_size)``).
+    batch_size: images per jitted call; the last batch is zero-padded to it.
+    cache_dir: cache root (default :func:`default_cache_dir`).
+    use_cache: read and write the cache.
+    checkpoint_every: save progress about every this many images, so an
+      interrupted run resumes (only when caching).
+    progress: show a tqdm bar with images/s.
+
+  Returns:
+    A :class:`FeatureResult`.
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  key = cache_key(backbone, dataset)
+  cache_dir = cache_dir or default_cache_dir()
+  entry = os.path.join(cache_dir, _safe_name(backbone.name), key + ".npz")
+  partial_dir = entry[:-len(".npz")] + ".partial"
+  if use_cache:
+    try:
+      os.makedirs(os.path.dirname(entry), exist_ok=True)
+    except OSError as e:
+      raise ValueError(f"cannot create the feature cache directory "
+                       f"{os.path.dirname(entry)}: {e}; pass another "
+                       "cache_dir.") from e
+    if not os.access(os.path.dirname(entry), os.W_OK):
+      raise ValueError(f"feature cache directory {os.path.dirname(entry)} is "
+                       "not writable; pass another cache_dir.")
+    if os.path.exists(entry):
+      arrays = _read_entry(entry, key)
+      if arrays is not None:
+        logging.info("features of %s on %s: cache hit %s", backbone.name,
+                     dataset.fingerprint, entry)
+        return _result(arrays, backbone, dataset, 0.0, True)
+
+  total = int(dataset.num_examples)
+  chunk_batches = max(1, checkpoint_every // batch_size)
+  done_parts = _load_parts(partial_dir, key) if use_cache else []
+  start_batch = sum(p["batches"] for p in done_parts)
+  feats = [p["features"] for p in done_parts]
+  logits = [p["source_logits"] for p in done_parts]
+  labels = [p["labels"] for p in done_parts]
+  done = sum(f.shape[0] for f in feats)
+  if done:
+    logging.info("resuming %s on %s at %d/%d images", backbone.name,
+                 dataset.fingerprint, done, total)
+
+  start = time.perf_counter()
+  bar = tqdm.tqdm(total=total, initial=done, unit="img", disable=not progress,
+                  desc=f"{backbone.name}", dynamic_ncols=True)
+  batches = itertools.islice(
+      dataset.batches(backbone.preprocessing, batch_size), start_batch, None)
+  chunk_f, chunk_l, chunk_y, chunk_n = [], [], [], 0
+  try:
+    for images, y, n in _padded(batches, batch_size):
+      f, z = backbone(jnp.asarray(images))
+      chunk_f.append(np.asarray(f)[:n])
+      chunk_l.append(None if z is None else np.asarray(z)[:n])
+      chunk_y.append(np.asarray(y))
+      chunk_n += 1
+      bar.update(n)
+      if chunk_n == chunk_batches:
+        _flush(chunk_f, chunk_l, chunk_y, chunk_n, feats, logits, labels,
+               partial_dir if use_cache else None, key)
+        chunk_f, chunk_l, chunk_y, chunk_n = [], [], [], 0
+    if chunk_n:
+      _flush(chunk_f, chunk_l, chunk_y, chunk_n, feats, logits, labels, None,
+             key)
+  finally:
+    bar.close()
+  seconds = time.perf_counter() - start
+  arrays = {
+      "features": np.concatenate(feats).astype(np.float32),
+      "labels": np.concatenate(labels).astype(np.int64),
+      "source_logits": (np.zeros((0,), np.float32) if logits[0] is None else
+                        np.concatenate(logits).astype(np.float32)),
+  }
+  if arrays["features"].shape[0] != total:
+    raise RuntimeError(
+        f"{backbone.name} on {dataset.fingerprint}: got "
+        f"{arrays['features'].shape[0]} feature rows for {total} examples.")
+  if not np.all(np.isfinite(arrays["features"])):
+    raise ValueError(f"{backbone.name} produced NaN/Inf features on "
+                     f"{dataset.fingerprint}.")
+  logging.info("extracted %s on %s: %d images in %.1f s (%.1f img/s)",
+               backbone.name, dataset.fingerprint, total - done, seconds,
+               (total - done) / max(seconds, 1e-9))
+  if use_cache:
+    _atomic_savez(entry, key=np.array(key), **arrays)
+    shutil.rmtree(partial_dir, ignore_errors=True)
+  return _result(arrays, backbone, dataset, seconds, False)
+
+
+def _flush(chunk_f, chunk_l, chunk_y, chunk_n, feats, logits, labels,
+           partial_dir, key) -> None:
+  """Appends a chunk to the in-memory result and, if asked, checkpoints it."""
+  f = np.concatenate(chunk_f)
+  z = None if chunk_l[0] is None else np.concatenate(chunk_l)
+  y = np.concatenate(chunk_y)
+  feats.append(f)
+  logits.append(z)
+  labels.append(y)
+  if partial_dir is not None:
+    index = len(feats) - 1
+    _atomic_savez(os.path.join(partial_dir, f"part-{index:06d}.npz"),
+                  key=np.array(key), batches=np.array(chunk_n), features=f,
+                  labels=y, source_logits=(np.zeros((0,), np.float32)
+                                           if z is None else z))
+
+
+def _load_parts(partial_dir: str, key: str) -> list[dict[str, Any]]:
+  """Completed checkpoint parts, in order; stops at the first bad one."""
+  parts = []
+  for i, path in enumerate(sorted(glob.glob(os.path.join(partial_dir,
+                                                         "part-*.npz")))):
+    if os.path.basename(path) != f"part-{i:06d}.npz":
+      break
+    arrays = _read_entry(path, key)
+    if arrays is None:
+      break
+    logits = arrays["source_logits"]
+    parts.append({"batches": int(arrays["batches"]),
+                  "features": arrays["features"], "labels": arrays["labels"],
+                  "source_logits": None if logits.size == 0 else logits})
+  # Anything after a gap or a bad part is recomputed: drop it.
+  for path in sorted(glob.glob(os.path.join(partial_dir, "part-*.npz")))[
+      len(parts):]:
+    os.unlink(path)
+  return parts
