@@ -248,8 +248,11 @@ def test_sfda_fit_state_and_fisher_space(x64):
   s = float(state.shrinkage)
   sw_s = (1 - s) * sw + s * np.trace(sw) / 8 * np.eye(8)
   np.testing.assert_allclose(v.T @ sw_s @ v, np.eye(8), atol=1e-9)
+  centred = np.asarray(state.means) - np.asarray(state.center)
+  np.testing.assert_allclose(np.asarray(state.center),
+                             x.mean(0), rtol=1e-10)
   np.testing.assert_allclose(np.asarray(state.coef),
-                             np.asarray(state.means) @ np.linalg.inv(sw_s),
+                             centred @ np.linalg.inv(sw_s),
                              rtol=1e-8)
   assert np.all(np.diff(np.asarray(state.eigenvalues)) <= 1e-12)
   assert sfda_jax.sfda_transform(state, x).shape == (200, 3)
@@ -320,3 +323,16 @@ def test_nleep_matches_sklearn_within_seed_spread():
   shuffled = sfda_jax.nleep(x.astype(np.float32),
                             np.random.default_rng(0).permutation(y))
   assert ours.mean() - shuffled > 10 * spread
+
+
+def test_float32_large_pair_count_and_tiny_gbc_stay_accurate():
+  """Regressions: PARC's rank products overflowed float32 above ~3500
+  samples (scored 0), and GBC lost its value to cancellation against the
+  diagonal when the off-diagonal sum is tiny (well-separated classes)."""
+  x, y = make_features(3700, 40, 5, seed=3, label_ids=np.arange(5))
+  got = sfda_jax.parc(x.astype(np.float32), y)
+  assert got == pytest.approx(reference.parc(x, y), rel=1e-4)
+  x, y = make_features(2000, 64, 100, seed=4, separation=12.0)
+  want = reference.gbc(x, y)
+  assert -1e-2 < want < 0
+  assert sfda_jax.gbc(x.astype(np.float32), y) == pytest.approx(want, rel=1e-3)

@@ -58,7 +58,10 @@ def gbc_core(x: jax.Array, labels: jax.Array, num_classes: int,
     return jnp.exp(-d_b)
 
   bc = lax.map(row, (means, var, log_var), batch_size=min(num_classes, 64))
-  return -(jnp.sum(bc) - jnp.trace(bc))
+  # Zero the diagonal (BC(k, k) = 1) before summing: subtracting the trace
+  # afterwards would cancel K against a sum that can be ~1e-4 in float32.
+  off_diagonal = ~jnp.eye(num_classes, dtype=bool)
+  return -jnp.sum(jnp.where(off_diagonal, bc, 0.0))
 
 
 _gbc_jit = jax.jit(gbc_core, static_argnames=("num_classes", "gaussian_type",

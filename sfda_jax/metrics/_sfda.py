@@ -16,7 +16,9 @@ so that ``V^T Sw_s V = I`` by whitening with the Cholesky factor ``L`` of
 ``Sw_s``: ``L^-1 Sb L^-T = U diag(e) U^T``, ``V = L^-T U``. Because ``V`` is
 square, ``V V^T = Sw_s^-1`` and the classifier ``coef = M V V^T = M Sw_s^-1``
 needs only a Cholesky solve; the score path uses that identity and skips the
-eigen-solve. ``transform`` projects onto the first ``min(K-1, D)`` columns.
+eigen-solve. Means are centred on the global mean first (same probabilities:
+the shift adds a per-sample constant to every class's decision value), which
+keeps the float32 path accurate. ``transform`` projects onto the first ``min(K-1, D)`` columns.
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ class SFDAState(NamedTuple):
     means: class means ``[K, D]``.
     priors: class priors ``[K]``.
     shrinkage: the shrinkage intensity ``s`` used (scalar).
-    coef: ``M Sw_s^-1``, ``[K, D]``.
-    intercept: ``-1/2 mu_k . coef_k + log pi_k``, ``[K]``.
+    center: the global mean ``m = sum_k pi_k mu_k``, ``[D]``.
+    coef: ``(M - m) Sw_s^-1``, ``[K, D]``.
+    intercept: ``-1/2 (mu_k - m) . coef_k + log pi_k``, ``[K]``; the
+      decision function is ``(X - m) coef^T + intercept``.
     scalings: generalized eigenvectors ``V`` ``[D, D]`` sorted by eigenvalue,
       descending, with ``V^T Sw_s V = I``; ``None`` when fitted without the
       eigen-solve.
@@ -54,6 +58,7 @@ class SFDAState(NamedTuple):
   means: jax.Array
   priors: jax.Array
   shrinkage: jax.Array
+  center: jax.Array
   coef: jax.Array
   intercept: jax.Array
   scalings: jax.Array | None = None
@@ -88,8 +93,13 @@ def sfda_fit_core(x: jax.Array, labels: jax.Array, num_classes: int,
     lam = stats.power_iteration_top_eigenvalue(sw)
   sw_s = stats.shrink(sw, s)
   chol = stats.cholesky_with_jitter(sw_s, lam)
-  coef = jsl.cho_solve((chol, True), means.T).T                     # [K, D]
-  intercept = -0.5 * jnp.sum(means * coef, axis=1) + jnp.log(priors)
+  # Centred parametrisation: the reference's decision X M^T Sw_s^-1 ... differs
+  # from (X - m)(M - m)^T Sw_s^-1 ... by a per-sample constant, which softmax
+  # ignores; the centred form avoids float32 cancellation between classes.
+  center = priors @ means
+  centred = means - center
+  coef = jsl.cho_solve((chol, True), centred.T).T                   # [K, D]
+  intercept = -0.5 * jnp.sum(centred * coef, axis=1) + jnp.log(priors)
   scalings = evals = None
   if eigen:
     st_s = stats.shrink(stats.total_scatter(x), s)
@@ -100,12 +110,13 @@ def sfda_fit_core(x: jax.Array, labels: jax.Array, num_classes: int,
     evals, u = jnp.linalg.eigh(whitened)
     evals, u = evals[::-1], u[:, ::-1]
     scalings = jsl.solve_triangular(chol.T, u, lower=False)        # L^-T U
-  return SFDAState(means=means, priors=priors, shrinkage=s, coef=coef,
+  return SFDAState(means=means, priors=priors, shrinkage=s, center=center,
+                   coef=coef,
                    intercept=intercept, scalings=scalings, eigenvalues=evals)
 
 
 def _decision(state: SFDAState, x: jax.Array) -> jax.Array:
-  return stats.matmul(x, state.coef.T) + state.intercept
+  return stats.matmul(x - state.center, state.coef.T) + state.intercept
 
 
 def confmix(x: jax.Array, labels: jax.Array, probs: jax.Array,
