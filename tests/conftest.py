@@ -1,5 +1,6 @@
 """Shared fixtures: a scoped float64 switch and synthetic labelled features."""
 
+import fcntl
 import os
 import sys
 
@@ -8,6 +9,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))   # `from conftest import ...`
+
+FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 
 @pytest.fixture
@@ -42,3 +45,24 @@ def make_features(n, d, k, seed=0, separation=2.0, unbalanced=True,
     label_ids = np.sort(rng.choice(np.arange(-50, 10 * k + 50), size=k,
                                    replace=False))
   return x.astype(dtype), np.asarray(label_ids)[codes]
+
+
+@pytest.fixture(scope="session")
+def fmnist_dir(tmp_path_factory):
+  """A data_dir with TFDS fashion_mnist prepared from the Debian files.
+
+  Prepared once per test run: pytest-xdist workers share it (under a lock).
+  """
+  if not os.path.isdir(FMNIST_DIR):
+    pytest.skip(f"{FMNIST_DIR} absent: apt-get install -y "
+                "dataset-fashion-mnist")
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # Shared by all workers of this run.
+  data_dir = root / "tfds_fashion_mnist"
+  with open(root / "tfds_fashion_mnist.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    # Not prepared there yet: `load` prepares it from the Debian files.
+    from sfda_jax import data
+    data.load("fashion_mnist", split="test", data_dir=str(data_dir))
+  return str(data_dir)

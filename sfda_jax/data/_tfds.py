@@ -1,0 +1,351 @@
+"""TFDS datasets as `Source`s: builder look-up, offline-aware preparation.
+
+Loading never hangs without a network: when a dataset is not prepared in
+``data_dir`` the network is probed first (a ~3 s TCP connect), and an
+unreachable network fails at once with instructions. ``fashion_mnist`` is
+prepared offline from Debian's ``dataset-fashion-mnist`` files when present.
+
+Single-label rules:
+  * datasets whose supervised label (or ``label`` feature) is a scalar
+    ``ClassLabel``: that label (cifar10/100, dtd, oxford_flowers102,
+    oxford_iiit_pet, food101, caltech101, cars196, sun397, fashion_mnist, ...);
+  * ``voc`` (``voc2007`` = ``voc/2007``, ``voc2012`` = ``voc/2012``): the label
+    of the image's largest object by bounding-box area (the first listed on a
+    tie), difficult objects included.
+Datasets with no single class label (multi-label, detection-only,
+regression) raise ValueError.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import socket
+import threading
+import time
+import urllib.parse
+from typing import Any, Callable
+
+from absl import logging
+import numpy as np
+
+from sfda_jax.data import _fashion_mnist
+from sfda_jax.data._dataset import DatasetNotPreparedError, Source
+from sfda_jax.data._tf import tf, tfds
+
+__all__ = ["ALIASES", "DatasetNotPreparedError", "TfdsSource",
+           "network_available"]
+
+# Conventional names from the transferability literature -> TFDS names.
+ALIASES = {"voc2007": "voc/2007", "voc2012": "voc/2012"}
+
+_PROBE_TIMEOUT_S = 3.0
+_PROBE_HOSTS = (("storage.googleapis.com", 443),)
+_LABEL_BATCH = 8192
+# Labels already read in this process: (dataset folder, identity, split) ->
+# labels [N]. Not used under mocked TFDS, whose records vary per context.
+_LABEL_CACHE: dict[tuple[str, str, str], np.ndarray] = {}
+
+
+def _proxy_target() -> tuple[str, int] | None:
+  """``(host, port)`` of the HTTPS proxy configured in the environment."""
+  for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+    value = os.environ.get(var)
+    if value:
+      parsed = urllib.parse.urlsplit(value if "://" in value
+                                     else "http://" + value)
+      if parsed.hostname:
+        return parsed.hostname, parsed.port or 8080
+  return None
+
+
+def _connect(host: str, port: int, timeout: float,
+             proxy: tuple[str, int] | None) -> None:
+  """Opens a TCP connection to ``host:port`` (through an HTTP proxy's CONNECT
+  when ``proxy`` is given); raises OSError when that fails."""
+  if proxy is None:
+    socket.create_connection((host, port), timeout=timeout).close()
+    return
+  with socket.create_connection(proxy, timeout=timeout) as sock:
+    sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}"
+                 "\r\n\r\n".encode())
+    status = sock.recv(64).split(b"\r\n", 1)[0].decode("latin-1")
+    parts = status.split()
+    if len(parts) < 2 or parts[1] != "200":
+      raise OSError(f"proxy {proxy[0]}:{proxy[1]} refused CONNECT: {status!r}")
+
+
+def network_available(extra_hosts: tuple[str, ...] = (),
+                      timeout: float = _PROBE_TIMEOUT_S) -> tuple[bool, str]:
+  """Probes for a network in at most ``timeout`` seconds.
+
+  Tries TCP connects (name resolution included) to Google Cloud Storage
+  (TFDS's mirror) and ``extra_hosts`` (port 443), all at once, through the
+  HTTPS proxy of the environment if one is set; any success counts.
+
+  Args:
+    extra_hosts: more host names to try, e.g. the dataset's homepage host.
+    timeout: overall deadline in seconds.
+
+  Returns:
+    ``(reachable, detail)``; ``detail`` names what was tried.
+  """
+  proxy = _proxy_target()
+  targets = list(_PROBE_HOSTS) + [(h, 443) for h in extra_hosts if h]
+  reached = threading.Event()
+  errors: dict[str, str] = {}
+
+  def probe(host: str, port: int) -> None:
+    try:
+      _connect(host, port, timeout, proxy)
+      reached.set()
+    except OSError as e:
+      errors[f"{host}:{port}"] = f"{type(e).__name__}: {e}"
+
+  threads = [threading.Thread(target=probe, args=t, daemon=True)
+             for t in targets]
+  for thread in threads:
+    thread.start()
+  # Daemon threads: a name resolution stuck past the deadline is abandoned.
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline and not reached.is_set():
+    if not any(thread.is_alive() for thread in threads):
+      break
+    reached.wait(0.05)
+  names = ", ".join(f"{h}:{p}" for h, p in targets)
+  if proxy:
+    names += f" (through proxy {proxy[0]}:{proxy[1]})"
+  if reached.is_set():
+    return True, f"reached one of {names}"
+  return False, (f"no connection to {names} within {timeout:g} s"
+                 + (f" ({'; '.join(errors.values())})" if errors else ""))
+
+
+def _download_is_patched() -> bool:
+  """Whether `download_and_prepare` was replaced (tfds.testing.mock_data)."""
+  method = tfds.core.DatasetBuilder.download_and_prepare
+  module = getattr(method, "__module__", "") or ""
+  return not module.startswith("tensorflow_datasets.core")
+
+
+def _close_matches(name: str) -> list[str]:
+  names = tfds.list_builders(with_community_datasets=False)
+  base = name.split(":")[0].split("/")[0].lower()
+  return difflib.get_close_matches(base, names, n=5, cutoff=0.6)
+
+
+def make_builder(name: str, data_dir: str | None):
+  """``tfds.builder(name, data_dir=...)`` with an actionable unknown-name error.
+
+  Raises:
+    ValueError: no such dataset (with close matches) or config.
+  """
+  spec = ALIASES.get(name, name)
+  try:
+    return tfds.builder(spec, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    matches = _close_matches(spec)
+    hint = (f" Did you mean {', '.join(repr(m) for m in matches)}?"
+            if matches else "")
+    raise ValueError(
+        f"Unknown dataset {name!r}: it is neither a TFDS dataset nor an "
+        f"existing folder.{hint} See tfds.list_builders() for TFDS names, or "
+        "pass the path of an image folder (one sub-folder per class)."
+    ) from e
+
+
+def _data_dir_root(builder) -> str:
+  root = getattr(builder, "_data_dir_root", None)
+  return os.fspath(root) if root else os.path.dirname(
+      os.path.dirname(os.fspath(builder.data_dir)))
+
+
+def _prepare_hint(builder, spec: str) -> str:
+  manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+  text = (
+      f"On a machine with network run `tfds build {spec} --data_dir=DIR` (or "
+      f"tfds.builder({spec!r}, data_dir=DIR).download_and_prepare()), copy "
+      "DIR here and pass data_dir=DIR (--data_dir=DIR).")
+  if manual:
+    text += (" This dataset also needs files downloaded by hand: "
+             + " ".join(str(manual).split()))
+  return text
+
+
+def ensure_prepared(builder, name: str):
+  """Makes sure ``builder``'s dataset is on disk; returns a usable builder.
+
+  Raises:
+    DatasetNotPreparedError: not prepared, and no network to download it.
+    FileNotFoundError: (fashion_mnist) no Debian files and no network.
+  """
+  if builder.is_prepared():
+    return builder
+  if _download_is_patched():  # e.g. under tfds.testing.mock_data.
+    builder.download_and_prepare()
+    return builder
+  spec = ALIASES.get(name, name)
+  root = _data_dir_root(builder)
+  if builder.name == "fashion_mnist" and _fashion_mnist.debian_files_present():
+    _fashion_mnist.prepare_fashion_mnist(root)
+    return tfds.builder(spec, data_dir=root)
+  homepage = urllib.parse.urlsplit(builder.info.homepage or "").hostname
+  reachable, detail = network_available((homepage,) if homepage else ())
+  if not reachable:
+    extra = ""
+    if builder.name == "fashion_mnist":
+      extra = (" Or install the Fashion-MNIST files offline with `apt-get "
+               "install -y dataset-fashion-mnist` (from "
+               f"{_fashion_mnist.DEBIAN_DIR}); they are then prepared "
+               "automatically.")
+    raise DatasetNotPreparedError(
+        f"TFDS dataset {spec!r} ({builder.info.full_name}) is not prepared "
+        f"in data_dir {root!r} (no {os.fspath(builder.data_dir)}"
+        f"/dataset_info.json) and cannot be downloaded: {detail}. "
+        + _prepare_hint(builder, spec) + extra)
+  logging.info("Downloading and preparing TFDS %s into %s (%s).",
+               builder.info.full_name, root, detail)
+  try:
+    builder.download_and_prepare()
+  except ModuleNotFoundError as e:
+    if "importlib_resources" in str(e):
+      raise RuntimeError(
+          "tensorflow-datasets needs the `importlib_resources` package to "
+          "download datasets but does not install it on Python >= 3.9: run "
+          "`pip install importlib_resources` and retry.") from e
+    raise
+  return builder
+
+
+def _scalar_class_label(features, key: str | None):
+  if key and key in features and isinstance(features[key],
+                                            tfds.features.ClassLabel):
+    feature = features[key]
+    if not feature.shape:
+      return feature
+  return None
+
+
+def _largest_object_label(example: dict[str, Any]) -> tf.Tensor:
+  """VOC rule: label of the object with the largest box (first on ties)."""
+  boxes = example["objects"]["bbox"]  # [n, 4]: ymin, xmin, ymax, xmax.
+  labels = example["objects"]["label"]
+  tf.debugging.assert_positive(tf.shape(labels)[0],
+                               message="VOC image without objects")
+  areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+  first = tf.where(tf.equal(areas, tf.reduce_max(areas)))[0, 0]
+  return tf.cast(tf.gather(labels, first), tf.int64)
+
+
+class TfdsSource(Source):
+  """One split of a prepared TFDS dataset, read in its stored order."""
+
+  def __init__(self, name: str, split: str = "train",
+               data_dir: str | None = None):
+    """Finds, prepares if needed, and validates ``name``/``split``.
+
+    Raises:
+      ValueError: unknown dataset or split; no image or single class label.
+      DatasetNotPreparedError: not prepared and no network.
+    """
+    if data_dir is not None:
+      data_dir = os.path.expanduser(data_dir)
+    builder = ensure_prepared(make_builder(name, data_dir), name)
+    info = builder.info
+    features = info.features
+    self._builder = builder
+    self.name = name
+    self.split = split
+    # Image feature.
+    keys = info.supervised_keys if isinstance(info.supervised_keys,
+                                              tuple) else None
+    candidates = ([keys[0]] if keys and isinstance(keys[0], str) else []) + [
+        "image"] + [k for k, f in features.items()
+                    if isinstance(f, tfds.features.Image)]
+    self._image_key = next(
+        (k for k in candidates if k in features
+         and isinstance(features[k], tfds.features.Image)), None)
+    if self._image_key is None:
+      raise ValueError(f"TFDS dataset {name!r} has no image feature "
+                       f"(features: {sorted(features.keys())}).")
+    # Label rule.
+    label_keys = ([keys[1]] if keys and isinstance(keys[1], str) else []) + [
+        "label"]
+    label_key = next((k for k in label_keys
+                      if _scalar_class_label(features, k) is not None), None)
+    if label_key is not None:
+      label_feature = features[label_key]
+      self._label_fn: Callable[[Any], tf.Tensor] = (
+          lambda ex: tf.cast(ex[label_key], tf.int64))
+      rule = label_key
+    elif builder.name == "voc":
+      label_feature = features["objects"].feature["label"]
+      self._label_fn = _largest_object_label
+      rule = "largest_object"
+    else:
+      raise ValueError(
+          f"TFDS dataset {name!r} has no single class label per image "
+          f"(features: {sorted(features.keys())}); only single-label "
+          "classification datasets (and voc, by its largest object) are "
+          "supported.")
+    self.class_names = list(label_feature.names)
+    self.num_classes = int(label_feature.num_classes)
+    self.identity = f"tfds:{info.full_name}:label={rule}"
+    # Split.
+    self._num_records: int | None = None
+    if len(info.splits):
+      try:
+        self._num_records = int(info.splits[split].num_examples)
+      except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(
+            f"TFDS dataset {name!r} has no split {split!r}; available splits:"
+            f" {sorted(info.splits.keys())} (TFDS slices such as "
+            "'train[:10%]' or 'train+test' work too).") from e
+    # Otherwise the split sizes are unknown (e.g. under mock_data): counted
+    # from the labels.
+    self._labels: np.ndarray | None = None
+
+  def _raw_records(self):
+    return self._builder.as_dataset(
+        split=self.split, shuffle_files=False,
+        decoders={self._image_key: tfds.decode.SkipDecoding()},
+        read_config=tfds.ReadConfig(interleave_cycle_length=1,
+                                    try_autocache=False))
+
+  def records(self):
+    image_key, label_fn = self._image_key, self._label_fn
+    return self._raw_records().map(
+        lambda ex: (ex[image_key], label_fn(ex)),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+  def all_labels(self) -> np.ndarray:
+    cache_key = (os.fspath(self._builder.data_dir), self.identity, self.split)
+    if self._labels is None and not _download_is_patched():
+      self._labels = _LABEL_CACHE.get(cache_key)
+    if self._labels is None:
+      label_fn = self._label_fn
+      ds = self._raw_records().map(label_fn, num_parallel_calls=
+                                   tf.data.AUTOTUNE, deterministic=True)
+      chunks = list(ds.batch(_LABEL_BATCH).as_numpy_iterator())
+      labels = (np.concatenate(chunks) if chunks
+                else np.zeros((0,), np.int64)).astype(np.int64)
+      if self._num_records is not None and len(labels) != self._num_records:
+        raise ValueError(
+            f"TFDS dataset {self.name!r} split {self.split!r} yielded "
+            f"{len(labels)} records but its dataset_info.json says "
+            f"{self._num_records}; the prepared files are incomplete: "
+            "delete them and prepare the dataset again.")
+      labels.setflags(write=False)
+      self._labels = labels
+      if not _download_is_patched():
+        _LABEL_CACHE[cache_key] = labels
+    return self._labels
+
+  def num_records(self) -> int:
+    if self._num_records is None:
+      self._num_records = len(self.all_labels())
+    return self._num_records
+
+  def decode(self, raw):
+    # channels=3: grayscale repeated to RGB, alpha dropped.
+    return tf.io.decode_image(raw, channels=3, expand_animations=False)

@@ -1,0 +1,353 @@
+"""Tests for sfda_jax.data: TFDS (mocked and real Fashion-MNIST), folders,
+arrays, the preprocessing pipeline and every error path."""
+
+import gzip
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from sfda_jax import data
+from sfda_jax.backbones.base import Preprocessing
+
+from conftest import FMNIST_DIR
+needs_fmnist = pytest.mark.skipif(
+    not os.path.isdir(FMNIST_DIR),
+    reason=f"{FMNIST_DIR} absent: apt-get install -y dataset-fashion-mnist")
+
+SMALL = Preprocessing(image_size=32, resize_size=32, mean=(0.5,) * 3,
+                      std=(0.5,) * 3)
+NATIVE = Preprocessing(image_size=28, resize_size=28, mean=(0.5,) * 3,
+                       std=(0.5,) * 3)
+
+
+def _collect(ds, preprocessing, batch_size):
+  batches = list(ds.batches(preprocessing, batch_size))
+  return (np.concatenate([b[0] for b in batches]),
+          np.concatenate([b[1] for b in batches]), batches)
+
+
+def test_import_is_lazy():
+  code = ("import sys, sfda_jax, sfda_jax.data; "
+          "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+  subprocess.run([sys.executable, "-c", code], check=True,
+                 cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+# ---------------------------------------------------------------- stratified
+
+
+def test_stratified_indices_shares_and_remainders():
+  labels = np.repeat([0, 1, 2], [50, 30, 20])
+  for seed in range(5):
+    idx = data.stratified_indices(labels, 11, seed)
+    assert idx.dtype == np.int64 and np.all(np.diff(idx) > 0)
+    # Shares 5.5 / 3.3 / 2.2: floors 5, 3, 2; the one left goes to class 0.
+    np.testing.assert_array_equal(np.bincount(labels[idx]), [6, 3, 2])
+  # Tied remainders (5.5 / 5.5 / 0): the extra example's class depends on
+  # the seed, deterministically.
+  labels = np.repeat([0, 1], 50)
+  counts = {tuple(np.bincount(labels[data.stratified_indices(labels, 11, s)],
+                              minlength=2)) for s in range(20)}
+  assert counts == {(6, 5), (5, 6)}
+  np.testing.assert_array_equal(data.stratified_indices(labels, 11, 3),
+                                data.stratified_indices(labels, 11, 3))
+
+
+# ------------------------------------------------------------- fashion_mnist
+
+
+def test_read_idx_rejects_corrupt_file(tmp_path):
+  from sfda_jax.data import _fashion_mnist
+  good = tmp_path / "ok-idx1-ubyte.gz"
+  header = bytes([0, 0, 0x08, 1]) + (3).to_bytes(4, "big")
+  good.write_bytes(gzip.compress(header + bytes([1, 2, 3])))
+  np.testing.assert_array_equal(_fashion_mnist.read_idx(str(good)), [1, 2, 3])
+  short = tmp_path / "short-idx1-ubyte.gz"
+  short.write_bytes(gzip.compress(header + bytes([1, 2])))
+  with pytest.raises(ValueError, match="truncated"):
+    _fashion_mnist.read_idx(str(short))
+  bad = tmp_path / "bad.gz"
+  bad.write_bytes(gzip.compress(b"\x12\x34\x08\x01"))
+  with pytest.raises(ValueError, match="magic"):
+    _fashion_mnist.read_idx(str(bad))
+
+
+@needs_fmnist
+def test_fashion_mnist_interrupted_prepare_leaves_nothing(tmp_path,
+                                                          monkeypatch):
+  from sfda_jax.data import _fashion_mnist
+
+  def fail(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(_fashion_mnist, "read_idx", fail)
+  with pytest.raises(KeyboardInterrupt):
+    _fashion_mnist.prepare_fashion_mnist(str(tmp_path))
+  assert os.listdir(tmp_path) == []
+
+
+def test_fashion_mnist_missing_debian_files(tmp_path):
+  from sfda_jax.data import _fashion_mnist
+  with pytest.raises(FileNotFoundError, match="apt-get install"):
+    _fashion_mnist.prepare_fashion_mnist(str(tmp_path / "dd"),
+                                         source_dir=str(tmp_path))
+
+
+@needs_fmnist
+def test_fashion_mnist_prepared_as_real_tfds(fmnist_dir):
+  import tensorflow_datasets as tfds
+  builder = tfds.builder("fashion_mnist", data_dir=fmnist_dir)
+  assert builder.is_prepared()
+  assert builder.info.splits["train"].num_examples == 60_000
+  assert builder.info.splits["test"].num_examples == 10_000
+  # Written atomically: only the final folder, no temporary leftovers.
+  assert sorted(os.listdir(fmnist_dir)) == ["fashion_mnist"]
+  start = time.perf_counter()
+  data.prepare_fashion_mnist(fmnist_dir)  # Already there: a no-op.
+  assert time.perf_counter() - start < 1.0
+  train = data.load("fashion_mnist", data_dir=fmnist_dir)
+  test = data.load("fashion_mnist", split="test", data_dir=fmnist_dir)
+  assert (len(train), len(test)) == (60_000, 10_000)
+  assert train.num_classes == 10 and train.class_names[0] == "T-shirt/top"
+  assert train.fingerprint == (
+      "tfds:fashion_mnist/3.0.1:label=label|split=train|all")
+
+
+@needs_fmnist
+def test_fashion_mnist_batches_and_pixels(fmnist_dir):
+  from sfda_jax.data import _fashion_mnist
+  ds = data.load("fashion_mnist", split="test[:100]", data_dir=fmnist_dir)
+  images, labels, batches = _collect(ds, SMALL, 32)
+  assert [b[0].shape for b in batches] == [(32, 32, 32, 3)] * 3 + [
+      (4, 32, 32, 3)]
+  assert batches[0][0].dtype == np.float32 and batches[0][1].dtype == np.int64
+  np.testing.assert_array_equal(labels, ds.labels)
+  # Grayscale repeated to three identical channels, normalised to [-1, 1].
+  np.testing.assert_array_equal(images[..., 0], images[..., 1])
+  np.testing.assert_array_equal(images[..., 0], images[..., 2])
+  assert -1.0 <= images.min() and images.max() <= 1.0
+  # At the native 28 px no resize happens: (pixel / 255 - 0.5) / 0.5 exactly,
+  # and every image is one of the Debian file's images with its label.
+  native, _, _ = _collect(ds, NATIVE, 64)
+  pixels = (native[..., 0] * 0.5 + 0.5) * 255.0
+  np.testing.assert_allclose(pixels, np.round(pixels), atol=1e-3)
+  raw = _fashion_mnist.read_idx(f"{FMNIST_DIR}/t10k-images-idx3-ubyte.gz")
+  raw_labels = _fashion_mnist.read_idx(
+      f"{FMNIST_DIR}/t10k-labels-idx1-ubyte.gz")
+  lookup = {img.tobytes(): int(lab) for img, lab in zip(raw, raw_labels)}
+  for image, label in zip(np.round(pixels).astype(np.uint8), ds.labels):
+    assert lookup[image.tobytes()] == label
+
+
+@needs_fmnist
+def test_fashion_mnist_stratified_subsample(fmnist_dir):
+  def load(seed, split="test", n=200):
+    return data.load("fashion_mnist", split=split, num_examples=n, seed=seed,
+                     data_dir=fmnist_dir)
+
+  a, b, c = load(0), load(0), load(1)
+  np.testing.assert_array_equal(np.bincount(a.labels), [20] * 10)
+  assert len(a) == 200 and a.num_examples == 200
+  assert a.fingerprint == b.fingerprint != c.fingerprint
+  assert a.fingerprint.endswith("|split=test|n=200|seed=0")
+  np.testing.assert_array_equal(a.labels, b.labels)
+  images_a, labels_a, _ = _collect(a, NATIVE, 128)  # Filters all 10000.
+  np.testing.assert_array_equal(labels_a, a.labels)
+  # Same seed: same images in the same order; another seed: other images.
+  # (On a 1000-record slice to keep the test fast.)
+  a, b, c = (load(s, "test[:1000]", 50) for s in (0, 0, 1))
+  images_a, labels_a, _ = _collect(a, NATIVE, 32)
+  images_b, labels_b, _ = _collect(b, NATIVE, 32)
+  images_c, _, _ = _collect(c, NATIVE, 32)
+  np.testing.assert_array_equal(images_a, images_b)
+  np.testing.assert_array_equal(labels_a, labels_b)
+  assert images_c.shape == images_a.shape == (50, 28, 28, 3)
+  assert not np.array_equal(images_a, images_c)
+
+
+@needs_fmnist
+def test_fashion_mnist_bad_split_and_size(fmnist_dir):
+  with pytest.raises(ValueError, match=r"validation.*\['test', 'train'\]"):
+    data.load("fashion_mnist", split="validation", data_dir=fmnist_dir)
+  with pytest.raises(ValueError, match="only 10000 examples"):
+    data.load("fashion_mnist", split="test", num_examples=10_001,
+              data_dir=fmnist_dir)
+  with pytest.raises(ValueError, match="positive int"):
+    data.load("fashion_mnist", split="test", num_examples=0,
+              data_dir=fmnist_dir)
+  ds = data.load("fashion_mnist", split="test[:10]", data_dir=fmnist_dir)
+  assert len(ds) == 10
+  with pytest.raises(ValueError, match="batch_size"):
+    next(ds.batches(SMALL, 0))
+  with pytest.raises(ValueError, match="Preprocessing"):
+    next(ds.batches((32, 32), 4))
+
+
+# ------------------------------------------------------------- mocked TFDS
+
+
+@pytest.mark.parametrize("name,num_classes", [("cifar10", 10),
+                                              ("oxford_flowers102", 102)])
+def test_tfds_mock(name, num_classes, tmp_path):
+  import tensorflow_datasets as tfds
+  prep = Preprocessing(image_size=24, resize_size=28, mean=(0.5, 0.4, 0.3),
+                       std=(0.2, 0.3, 0.4), interpolation="bicubic")
+  with tfds.testing.mock_data(num_examples=12):
+    ds = data.load(name, data_dir=str(tmp_path))
+    assert len(ds) == 12 and ds.num_classes == num_classes
+    assert len(ds.class_names) == num_classes
+    images, labels, batches = _collect(ds, prep, 5)
+    assert [b[0].shape[0] for b in batches] == [5, 5, 2]
+    assert images.shape == (12, 24, 24, 3) and images.dtype == np.float32
+    np.testing.assert_array_equal(labels, ds.labels)
+    assert ds.fingerprint.startswith(f"tfds:{name}/")
+    sub = data.load(name, data_dir=str(tmp_path), num_examples=6, seed=1)
+    _, sub_labels, _ = _collect(sub, prep, 4)
+    np.testing.assert_array_equal(sub_labels, sub.labels)
+    assert len(sub_labels) == 6
+
+
+def test_voc_largest_object_rule():
+  import tensorflow as tf
+  from sfda_jax.data import _tfds
+  example = {"objects": {
+      "bbox": tf.constant([[0.0, 0.0, 0.2, 0.2], [0.1, 0.1, 0.9, 0.6],
+                           [0.0, 0.0, 0.7, 0.5]]),
+      "label": tf.constant([3, 7, 11], tf.int64)}}
+  assert int(_tfds._largest_object_label(example)) == 7
+  example["objects"]["bbox"] = tf.constant([[0.0, 0.0, 0.5, 0.5]] * 3)
+  assert int(_tfds._largest_object_label(example)) == 3  # First on ties.
+
+
+# ------------------------------------------------------------ image folders
+
+
+def _write_folder(root):
+  rng = np.random.default_rng(0)
+  (root / "dog").mkdir(parents=True)
+  (root / "cat" / "sub").mkdir(parents=True)
+  (root / "emu").mkdir()
+  rgb = rng.integers(0, 256, (40, 60, 3), np.uint8)
+  Image.fromarray(rgb).save(root / "cat" / "a.png")
+  Image.fromarray(rng.integers(0, 256, (50, 30), np.uint8), "L").save(
+      root / "cat" / "sub" / "b.PNG")
+  Image.fromarray(rng.integers(0, 256, (33, 33, 4), np.uint8), "RGBA").save(
+      root / "dog" / "c.png")
+  Image.fromarray(rng.integers(0, 256, (20, 20, 3), np.uint8)).save(
+      root / "emu" / "d.jpg", quality=95)
+  (root / "dog" / "notes.txt").write_text("not an image")
+  return rgb
+
+
+def test_image_folder(tmp_path):
+  rgb = _write_folder(tmp_path / "pets")
+  prep = Preprocessing(image_size=32, resize_size=32, mean=(0.0,) * 3,
+                       std=(1.0,) * 3)
+  ds = data.load(str(tmp_path / "pets"))
+  assert ds.name == "pets" and ds.class_names == ["cat", "dog", "emu"]
+  assert len(ds) == 4 and ds.num_classes == 3
+  np.testing.assert_array_equal(ds.labels, [0, 0, 1, 2])
+  images, labels, _ = _collect(ds, prep, 3)
+  assert images.shape == (4, 32, 32, 3)
+  np.testing.assert_array_equal(labels, [0, 0, 1, 2])
+  # Grayscale image (cat/sub/b.PNG) repeated to three channels.
+  np.testing.assert_array_equal(images[1, ..., 0], images[1, ..., 2])
+  # 40x60 -> shorter side 32: 32x48 (antialiased bilinear, as PIL), then the
+  # centre 32x32 crop at column 8.
+  expected = np.asarray(Image.fromarray(rgb).resize((48, 32),
+                                                    Image.BILINEAR))
+  expected = expected[:, 8:40].astype(np.float32) / 255.0
+  assert np.abs(images[0] - expected).max() < 3 / 255
+  # Squash: straight to 32x32.
+  squash = Preprocessing(32, 32, (0.0,) * 3, (1.0,) * 3, squash=True)
+  squashed, _, _ = _collect(ds, squash, 4)
+  expected = np.asarray(Image.fromarray(rgb).resize((32, 32), Image.BILINEAR))
+  assert np.abs(squashed[0] - expected / 255.0).max() < 3 / 255
+  # The fingerprint follows the content.
+  again = data.load(str(tmp_path / "pets"))
+  assert again.fingerprint == ds.fingerprint
+  Image.fromarray(rgb[:20]).save(tmp_path / "pets" / "emu" / "e.png")
+  assert data.load(str(tmp_path / "pets")).fingerprint != ds.fingerprint
+
+
+def test_image_folder_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    data.load(str(tmp_path / "missing"))
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(ValueError, match="no class sub-folders"):
+    data.load(str(tmp_path / "empty"))
+  (tmp_path / "partial" / "a").mkdir(parents=True)
+  (tmp_path / "partial" / "b").mkdir()
+  Image.fromarray(np.zeros((4, 4), np.uint8)).save(
+      tmp_path / "partial" / "a" / "x.png")
+  (tmp_path / "partial" / "b" / "readme.txt").write_text("")
+  with pytest.raises(ValueError, match="b holds no images"):
+    data.load(str(tmp_path / "partial"))
+
+
+# ------------------------------------------------------------------- arrays
+
+
+def test_from_arrays():
+  rng = np.random.default_rng(0)
+  gray = rng.integers(0, 256, (10, 28, 28), np.uint8)
+  labels = np.arange(10) % 3
+  prep = NATIVE
+  for images in (gray, gray[..., None]):
+    ds = data.from_arrays(images, labels, name="digits")
+    assert len(ds) == 10 and ds.num_classes == 3 and ds.class_names is None
+    out, out_labels, batches = _collect(ds, prep, 4)
+    assert [b[0].shape[0] for b in batches] == [4, 4, 2]
+    np.testing.assert_array_equal(out_labels, labels)
+    np.testing.assert_allclose(out[..., 1], (gray / 255.0 - 0.5) / 0.5,
+                               atol=1e-6)
+    np.testing.assert_array_equal(out[..., 0], out[..., 2])
+  rgb = rng.random((3, 28, 28, 3))
+  out, _, _ = _collect(data.from_arrays(rgb, [0, 1, 1]), prep, 8)
+  np.testing.assert_allclose(out, (rgb - 0.5) / 0.5, atol=1e-5)
+  # Fingerprint: stable, changes with content.
+  fp = data.from_arrays(gray, labels).fingerprint
+  assert fp == data.from_arrays(gray.copy(), labels).fingerprint
+  changed = gray.copy()
+  changed[0, 0, 0] ^= 1
+  assert data.from_arrays(changed, labels).fingerprint != fp
+
+
+@pytest.mark.parametrize("images,labels,match", [
+    (np.zeros((2, 4, 4, 2), np.uint8), [0, 1], "shape"),
+    (np.zeros((2, 4, 4), np.uint8), [0, 1, 2], "labels must be"),
+    (np.full((2, 4, 4), 2.0), [0, 1], r"\[0, 1\]"),
+    (np.zeros((2, 4, 4), np.int32), [0, 1], "uint8"),
+    (np.zeros((2, 4, 4), np.uint8), [0.0, 1.0], "integers"),
+])
+def test_from_arrays_errors(images, labels, match):
+  with pytest.raises(ValueError, match=match):
+    data.from_arrays(images, np.asarray(labels))
+
+
+# ------------------------------------------------------------ error paths
+
+
+def test_unknown_name_suggests_close_match():
+  with pytest.raises(ValueError, match="Did you mean 'cifar10'"):
+    data.load("cifar_10")
+
+
+def test_offline_unprepared_fails_fast(tmp_path, monkeypatch):
+  from sfda_jax.data import _tfds
+  if _tfds.network_available()[0]:  # Never download in a test.
+    monkeypatch.setattr(_tfds, "network_available",
+                        lambda *a, **k: (False, "network disabled by test"))
+  start = time.perf_counter()
+  with pytest.raises(data.DatasetNotPreparedError) as info:
+    data.load("dtd", data_dir=str(tmp_path))
+  assert time.perf_counter() - start < 10.0
+  message = str(info.value)
+  assert "'dtd'" in message and str(tmp_path) in message
+  assert "tfds build dtd" in message and "data_dir" in message
+  assert isinstance(info.value, FileNotFoundError)
