@@ -35,8 +35,13 @@ import sfda_jax
 from sfda_jax.baselines import numpy_reference
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("suite", "metrics", ["metrics"],
-                  "What to benchmark (extraction arrives with the backbones).")
+flags.DEFINE_enum("suite", "metrics", ["metrics", "extract", "all"],
+                  "metrics: metric kernels vs the NumPy reference; extract: "
+                  "images/s of Flax vs PyTorch for the same weights.")
+flags.DEFINE_list("extract_models", ["efficientnet_lite0"],
+                  "Offline-zoo backbones for the extraction suite.")
+flags.DEFINE_integer("batch_size", 32, "Images per batch (extraction).")
+flags.DEFINE_integer("extract_batches", 5, "Timed batches per implementation.")
 flags.DEFINE_list("metrics", ["sfda", "logme", "nleep", "hscore",
                               "regularized_hscore", "gbc", "transrate", "parc",
                               "leep", "nce"], "Metrics to time.")
@@ -47,6 +52,8 @@ flags.DEFINE_integer("nleep_c", 10, "Classes for NLEEP (5 C mixture "
                      "components make it the slowest metric).")
 flags.DEFINE_integer("z", 1000, "Source classes for LEEP / NCE.")
 flags.DEFINE_integer("repeats", 3, "Timed sfda_jax runs (median).")
+flags.DEFINE_integer("nleep_repeats", 1, "Timed sfda_jax NLEEP runs (each "
+                     "is a full PCA + k-means + EM fit; minutes at full size).")
 flags.DEFINE_integer("ref_repeats", 1, "Timed reference runs (median).")
 flags.DEFINE_bool("x64_check", True, "Also run sfda_jax in float64 and "
                   "print |score - reference|.")
@@ -105,9 +112,6 @@ def run_metrics_suite() -> list[dict]:
   rng = np.random.default_rng(FLAGS.seed + 1)
   results = []
   for metric in FLAGS.metrics:
-    if metric not in sfda_jax.ALL_METRICS:
-      raise app.UsageError(f"unknown metric {metric!r}; valid: "
-                           f"{list(sfda_jax.ALL_METRICS)}")
     mc = nleep_c if metric == "nleep" else c
     x, y = make_data(n, d, mc, FLAGS.seed)
     theta = rng.dirichlet(np.full(FLAGS.z, 0.1), size=n).astype(np.float32)
@@ -116,7 +120,8 @@ def run_metrics_suite() -> list[dict]:
     start = time.perf_counter()
     ours()
     first = time.perf_counter() - start
-    t_ours, score = _median_time(ours, FLAGS.repeats)
+    repeats = FLAGS.nleep_repeats if metric == "nleep" else FLAGS.repeats
+    t_ours, score = _median_time(ours, repeats)
     logging.info("%s: sfda_jax %.3f s (first call %.2f s)", metric, t_ours,
                  first)
     t_ref, ref_score = _median_time(ref, FLAGS.ref_repeats)
@@ -128,7 +133,9 @@ def run_metrics_suite() -> list[dict]:
     results.append(dict(row, impl="numpy", seconds=t_ref,
                         compile_seconds=0.0, score=float(ref_score),
                         dtype="float64"))
-    if FLAGS.x64_check:
+    # NLEEP is stochastic (float32 and float64 draw different seedings): its
+    # agreement with scikit-learn is a statistical test, not a difference.
+    if FLAGS.x64_check and metric != "nleep":
       jax.config.update("jax_enable_x64", True)
       try:
         x64 = x.astype(np.float64)
@@ -141,6 +148,79 @@ def run_metrics_suite() -> list[dict]:
                           compile_seconds=None, score=float(score64),
                           dtype="float64"))
   return results
+
+
+def _torch_efficientnet(name: str):
+  """The PyTorch baseline: efficientnet_lite_pytorch with the same .pth."""
+  import torch
+  from efficientnet_lite_pytorch import EfficientNet
+  from sfda_jax.backbones import efficientnet_lite
+  model = EfficientNet.from_pretrained(
+      name.replace("_", "-"), weights_path=efficientnet_lite.weights_path(name))
+  model.eval()
+
+  def run(images_nhwc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with torch.inference_mode():
+      x = torch.from_numpy(np.ascontiguousarray(images_nhwc.transpose(0, 3, 1,
+                                                                      2)))
+      feats = model.extract_features(x).mean(dim=(2, 3))
+      return feats.numpy(), model._fc(feats).numpy()
+  return run
+
+
+def run_extract_suite() -> list[dict]:
+  """Images/s of one backbone in Flax (float32, bfloat16) and PyTorch."""
+  from sfda_jax import backbones
+  results = []
+  batches = 1 if FLAGS.quick else FLAGS.extract_batches
+  batch_size = 4 if FLAGS.quick else FLAGS.batch_size
+  for name in FLAGS.extract_models:
+    rng = np.random.default_rng(FLAGS.seed)
+    res = backbones.get(name, dtype="float32").preprocessing.image_size
+    images = rng.normal(size=(batch_size, res, res, 3)).astype(np.float32)
+    impls = {}
+    for dtype, impl in (("float32", "flax"), ("bfloat16", "flax_bf16")):
+      bb = backbones.get(name, dtype=dtype)
+      impls[impl] = (lambda bb=bb: jax.block_until_ready(
+          bb(jax.numpy.asarray(images))), bb)
+    try:
+      torch_run = _torch_efficientnet(name)
+      impls["torch"] = (lambda: torch_run(images), None)
+    except ImportError as e:
+      logging.warning("PyTorch baseline unavailable (%s): install the "
+                      "'baseline' extra.", e)
+    reference_features = None
+    for impl, (fn, _) in impls.items():
+      start = time.perf_counter()
+      out = fn()
+      first = time.perf_counter() - start
+      seconds, out = _median_time(fn, batches)
+      feats = np.asarray(out[0], np.float32)
+      if impl == "flax":
+        reference_features = feats
+      diff = float(np.max(np.abs(feats - reference_features)))
+      logging.info("%s %s: %.1f img/s (max |features - flax f32| %.2e)",
+                   name, impl, batch_size / seconds, diff)
+      results.append({"suite": "extract", "name": name, "impl": impl,
+                      "N": batch_size, "D": int(feats.shape[1]), "C": 0,
+                      "M": 1, "seconds": seconds,
+                      "compile_seconds": max(first - seconds, 0.0),
+                      "images_per_second": batch_size / seconds,
+                      "max_abs_diff_vs_flax": diff, "resolution": res})
+  return results
+
+
+def print_extract_table(results: list[dict]) -> None:
+  print(f"{'model':<22}{'impl':<11}{'px':>5}{'batch':>7}{'img/s':>9}"
+        f"{'vs torch':>10}{'compile s':>11}{'max|dF|':>10}")
+  torch_rate = {r["name"]: r["images_per_second"] for r in results
+                if r["impl"] == "torch"}
+  for r in results:
+    ratio = (r["images_per_second"] / torch_rate[r["name"]]
+             if r["name"] in torch_rate else float("nan"))
+    print(f"{r['name']:<22}{r['impl']:<11}{r['resolution']:>5}{r['N']:>7}"
+          f"{r['images_per_second']:>9.1f}{ratio:>9.2f}x"
+          f"{r['compile_seconds']:>11.2f}{r['max_abs_diff_vs_flax']:>10.1e}")
 
 
 def print_table(results: list[dict]) -> None:
@@ -188,6 +268,10 @@ def write_json(path: str, payload: dict) -> None:
 
 def main(argv):
   del argv
+  unknown = [m for m in FLAGS.metrics if m not in sfda_jax.ALL_METRICS]
+  if unknown:
+    raise app.UsageError(f"unknown metric {unknown[0]!r}; valid: "
+                         f"{list(sfda_jax.ALL_METRICS)}")
   if FLAGS.output:   # fail before the long work, not after
     directory = os.path.dirname(os.path.abspath(FLAGS.output))
     os.makedirs(directory, exist_ok=True)
@@ -195,9 +279,16 @@ def main(argv):
       raise app.UsageError(f"--output directory {directory} is not writable")
   device = f"{jax.devices()[0].device_kind} ({jax.default_backend()}), " \
            f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"
-  results = run_metrics_suite()
+  results = []
   print(f"device: {device}")
-  print_table(results)
+  if FLAGS.suite in ("metrics", "all"):
+    metric_rows = run_metrics_suite()
+    print_table(metric_rows)
+    results += metric_rows
+  if FLAGS.suite in ("extract", "all"):
+    extract_rows = run_extract_suite()
+    print_extract_table(extract_rows)
+    results += extract_rows
   if FLAGS.output:
     write_json(FLAGS.output, {"device": device, "versions": versions(),
                               "results": results})
