@@ -27,7 +27,6 @@ from sfda_jax.metrics import _logme as logme_lib
 from sfda_jax.metrics import _nleep as nleep_lib
 from sfda_jax.metrics import _parc as parc_lib
 from sfda_jax.metrics import _sfda as sfda_lib
-from sfda_jax.metrics import stats
 from sfda_jax.metrics import _transrate as transrate_lib
 
 __all__ = ["FEATURE_METRICS", "SOURCE_METRICS", "ALL_METRICS", "score_models",

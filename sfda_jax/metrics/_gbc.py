@@ -95,9 +95,6 @@ def gbc(features: Any, labels: Any, gaussian_type: str = "diagonal",
     raise ValueError(f"pca_dim must be a positive int or None, got {pca_dim!r}.")
   if not reg > 0:
     raise ValueError(f"reg must be > 0, got {reg}.")
-  x = _validation.check_features(features)
-  enc = _validation.encode_labels(labels, x.shape[0])
-  return _validation.check_finite_score(
-      _gbc_jit(x, jnp.asarray(enc.codes), num_classes=enc.num_classes,
-               gaussian_type=gaussian_type, pca_dim=pca_dim, reg=float(reg)),
-      "gbc")
+  return _validation.score_classification(
+      _gbc_jit, "gbc", features, labels, gaussian_type=gaussian_type,
+      pca_dim=pca_dim, reg=float(reg))

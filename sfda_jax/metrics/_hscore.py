@@ -76,11 +76,8 @@ def hscore(features: Any, labels: Any) -> float:
     >>> sfda_jax.hscore(x, y) > sfda_jax.hscore(x, rng.permutation(y))
     True
   """
-  x = _validation.check_features(features)
-  enc = _validation.encode_labels(labels, x.shape[0])
-  return _validation.check_finite_score(
-      _hscore_jit(x, jnp.asarray(enc.codes), num_classes=enc.num_classes),
-      "hscore")
+  return _validation.score_classification(_hscore_jit, "hscore", features,
+                                          labels)
 
 
 def regularized_hscore(features: Any, labels: Any) -> float:
@@ -90,8 +87,5 @@ def regularized_hscore(features: Any, labels: Any) -> float:
     features: ``[N, D]``.
     labels: ``[N]`` class ids (any; remapped).
   """
-  x = _validation.check_features(features)
-  enc = _validation.encode_labels(labels, x.shape[0])
-  return _validation.check_finite_score(
-      _reg_hscore_jit(x, jnp.asarray(enc.codes), num_classes=enc.num_classes),
-      "regularized_hscore")
+  return _validation.score_classification(
+      _reg_hscore_jit, "regularized_hscore", features, labels)

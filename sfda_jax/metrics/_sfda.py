@@ -23,7 +23,6 @@ keeps the float32 path accurate. ``transform`` projects onto the first ``min(K-1
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -174,12 +173,10 @@ def sfda(features: Any, labels: Any) -> float:
     >>> 0.5 < sfda_jax.sfda(x, y) <= 1.0
     True
   """
-  x = _validation.check_features(features)
-  enc = _validation.encode_labels(labels, x.shape[0])
-  score = _sfda_jit(x, jnp.asarray(enc.codes), num_classes=enc.num_classes)
-  return _validation.check_finite_score(
-      score, "sfda", "The within-class scatter may be numerically singular; "
-      "try jax.config.update('jax_enable_x64', True).")
+  return _validation.score_classification(
+      _sfda_jit, "sfda", features, labels,
+      hint="The within-class scatter may be numerically singular; try "
+      "jax.config.update('jax_enable_x64', True).")
 
 
 def sfda_fit(features: Any, labels: Any,

@@ -162,3 +162,14 @@ def check_finite_score(value: jax.Array, metric: str, hint: str = "") -> float:
     raise ValueError(
         f"{metric} produced a non-finite score ({v}) on this input. {hint}".strip())
   return v
+
+
+def score_classification(kernel, name: str, features: Any, labels: Any,
+                         hint: str = "", **static: Any) -> float:
+  """Validates ``(features, labels)``, runs a jitted ``kernel(x, codes,
+  num_classes=K, **static)`` and returns its score as a finite float."""
+  x = check_features(features)
+  enc = encode_labels(labels, x.shape[0])
+  score = kernel(x, jnp.asarray(enc.codes), num_classes=enc.num_classes,
+                 **static)
+  return check_finite_score(score, name, hint)
