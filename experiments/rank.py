@@ -1,0 +1,163 @@
+r"""Rank a model zoo for a dataset with every transferability metric.
+
+  python -m experiments.rank                              # offline default
+  python -m experiments.rank --dataset=cifar10            # HF zoo (network)
+  python -m experiments.rank --dataset=/path/to/features \
+      --ground_truth=experiments/ground_truth/sfda_paper_group1.json
+
+Extracts (or reuses cached) features of each model on the dataset, scores
+them with every applicable metric (LEEP/NCE only for models with a classifier
+head), prints one ranking per metric and, given fine-tune accuracies, how well
+each metric's ranking agrees with them; writes results.json, results.csv and
+ranking.png to --output_dir. ``--dataset`` may also be a directory of
+precomputed ``{model}_{dataset}_feature.npy`` / ``_label.npy`` pairs (the
+SFDA authors' layout).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+import sfda_jax
+from sfda_jax import backbones
+from sfda_jax import report
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("dataset", "fashion_mnist", "TFDS name, image folder, or "
+                    "a directory of precomputed *_feature.npy/_label.npy.")
+flags.DEFINE_string("models", "auto", "Comma-separated backbone names "
+                    "(append @random for a randomly initialised control), or "
+                    "a named zoo: offline, online. 'auto': offline for "
+                    "fashion_mnist and folders, online otherwise.")
+flags.DEFINE_list("metrics", [], "Metrics (default: all that apply).")
+flags.DEFINE_string("split", "train", "Dataset split.")
+flags.DEFINE_integer("num_examples", 1000, "Class-stratified subset size "
+                     "(0 = the whole split).")
+flags.DEFINE_integer("batch_size", 32, "Extraction batch size.")
+flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
+flags.DEFINE_string("cache_dir", None, "Feature cache (default "
+                    "~/.cache/sfda_jax).")
+flags.DEFINE_string("output_dir", "outputs/rank", "Where results go.")
+flags.DEFINE_string("ground_truth", None, "JSON of fine-tune accuracies.")
+flags.DEFINE_string("features_dataset", None, "Dataset part of precomputed "
+                    "feature file names (inferred when unambiguous).")
+flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Backbone compute "
+                  "dtype (default: bfloat16 on accelerators, float32 on CPU).")
+flags.DEFINE_integer("seed", 0, "Seed for subsampling and NLEEP.")
+
+ZOOS = {
+    "offline": ["efficientnet_lite0", "efficientnet_lite1",
+                "efficientnet_lite2", "efficientnet_lite0@random"],
+    "online": ["hf:microsoft/resnet-50", "hf:google/vit-base-patch16-224",
+               "hf:openai/clip-vit-base-patch32",
+               "hf:facebook/dinov2-small"],
+}
+
+
+def model_names(spec: str, dataset: str) -> list[str]:
+  if spec == "auto":
+    spec = "offline" if dataset == "fashion_mnist" or os.path.isdir(
+        dataset) else "online"
+  names = ZOOS.get(spec) or [m.strip() for m in spec.split(",") if m.strip()]
+  if not names:
+    raise app.UsageError("--models is empty.")
+  return names
+
+
+def build_backbone(name: str):
+  base, _, control = name.partition("@")
+  if control and control != "random":
+    raise ValueError(f"unknown model suffix @{control} in {name!r}; use "
+                     "@random for a randomly initialised control.")
+  return backbones.get(base, dtype=FLAGS.dtype,
+                                random_init=bool(control), seed=FLAGS.seed)
+
+
+def main(argv):
+  del argv
+  unknown = [m for m in FLAGS.metrics if m not in sfda_jax.ALL_METRICS]
+  if unknown:
+    raise app.UsageError(f"unknown metric(s) {unknown}; valid: "
+                         f"{', '.join(sfda_jax.ALL_METRICS)}")
+  report.check_output_dir(FLAGS.output_dir)        # before any extraction
+  timings: dict[str, float] = {}
+  source_probs = {}
+  start = time.perf_counter()
+  is_features_dir = os.path.isdir(FLAGS.dataset) and any(
+      f.endswith("_feature.npy") for f in os.listdir(FLAGS.dataset))
+  if is_features_dir:
+    dataset_name, feats, labels = report.load_features_dir(
+        FLAGS.dataset, FLAGS.features_dataset)
+    split, num_examples = "precomputed", int(labels.shape[0])
+  else:
+    from sfda_jax import data, features
+    names = model_names(FLAGS.models, FLAGS.dataset)
+    bbs = {name: build_backbone(name) for name in names}   # fail fast
+    ds = data.load(FLAGS.dataset, split=FLAGS.split,
+                   num_examples=FLAGS.num_examples or None,
+                   data_dir=FLAGS.data_dir, seed=FLAGS.seed)
+    dataset_name, split, num_examples = FLAGS.dataset, FLAGS.split, len(ds)
+    feats, labels = {}, None
+    for name, bb in bbs.items():
+      res = features.extract(bb, ds, batch_size=FLAGS.batch_size,
+                             cache_dir=FLAGS.cache_dir)
+      feats[name], labels = res.features, res.labels
+      if res.source_logits is not None:
+        source_probs[name] = res.source_probs
+      timings[f"extract/{name}"] = res.seconds
+  accuracies = None
+  if FLAGS.ground_truth:
+    accuracies = report.load_ground_truth(FLAGS.ground_truth, dataset_name)
+    missing = sorted(set(feats) - set(accuracies))
+    if missing:
+      raise ValueError(f"ground truth {FLAGS.ground_truth} has no accuracy "
+                       f"for {missing}; it has {sorted(accuracies)}.")
+    extra = sorted(set(accuracies) - set(feats))
+    if extra:
+      logging.warning("ground truth names models that were not ranked: %s",
+                      extra)
+    accuracies = {m: accuracies[m] for m in feats}
+  metrics = FLAGS.metrics or [m for m in sfda_jax.ALL_METRICS
+                              if m in sfda_jax.FEATURE_METRICS or source_probs]
+  if any(m in sfda_jax.SOURCE_METRICS for m in metrics) and not source_probs:
+    raise app.UsageError("leep/nce need models with a classifier head; none "
+                         f"of {sorted(feats)} has one.")
+  t0 = time.perf_counter()
+  scores = sfda_jax.score_models(feats, labels, metrics=metrics,
+                                 source_probs_by_model=source_probs,
+                                 seed=FLAGS.seed)
+  timings["scoring"] = time.perf_counter() - t0
+  agreement = {}
+  for metric, per_model in scores.items():
+    print(report.ranking_table(metric, per_model, accuracies) + "\n")
+    if accuracies and len(per_model) >= 2:
+      agreement[metric] = sfda_jax.agreement(per_model, accuracies)
+  if agreement:
+    print("agreement with fine-tune accuracy\n"
+          + report.agreement_table(agreement) + "\n")
+  timings["total"] = time.perf_counter() - start
+  import flax
+  import jax
+  payload = {
+      "dataset": dataset_name, "split": split, "num_examples": num_examples,
+      "models": sorted(feats), "metrics": list(scores), "scores": scores,
+      "ground_truth": accuracies, "agreement": agreement or None,
+      "timings": timings,
+      "versions": {"sfda_jax": sfda_jax.__version__, "jax": jax.__version__,
+                   "flax": flax.__version__, "numpy": np.__version__,
+                   "python": platform.python_version(),
+                   "device": str(jax.devices()[0].device_kind)},
+  }
+  for path in report.write_results(FLAGS.output_dir, payload):
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)

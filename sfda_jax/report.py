@@ -1,0 +1,240 @@
+"""Ranking reports: ground truth, precomputed feature directories, outputs.
+
+Library side of ``experiments.rank``: reading fine-tune accuracies, reading
+the SFDA authors' ``{model}_{dataset}_feature.npy`` / ``_label.npy`` layout,
+formatting ranking and agreement tables, and writing ``results.json``,
+``results.csv`` and ``ranking.png`` atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from sfda_jax import ranking
+
+__all__ = ["load_ground_truth", "load_features_dir", "ranking_table",
+           "agreement_table", "check_output_dir", "write_results"]
+
+
+def load_ground_truth(path: str, dataset: str | None = None
+                      ) -> dict[str, float]:
+  """Fine-tune accuracies ``{model: accuracy}`` from a JSON file.
+
+  Accepted forms: ``{model: acc}``; ``{"accuracies": {model: acc}, ...}``; or
+  ``{"accuracies": {dataset: {model: acc}}, ...}`` (then ``dataset`` picks
+  one; e.g. the shipped SFDA paper tables).
+
+  Raises:
+    ValueError: unreadable file, wrong structure, unknown dataset (listing
+      the available ones) or non-numeric accuracies.
+  """
+  try:
+    with open(path, encoding="utf-8") as f:
+      payload = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f"cannot read ground truth {path}: {e}") from e
+  table = payload.get("accuracies", payload) if isinstance(payload,
+                                                           dict) else None
+  if not isinstance(table, dict) or not table:
+    raise ValueError(f"ground truth {path} must map models to accuracies "
+                     "(optionally under 'accuracies', keyed by dataset).")
+  if all(isinstance(v, dict) for v in table.values()):
+    if dataset not in table:
+      raise ValueError(f"ground truth {path} has no dataset {dataset!r}; it "
+                       f"has {sorted(table)}.")
+    table = table[dataset]
+  try:
+    return {str(m): float(a) for m, a in table.items()}
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"ground truth {path}: accuracies must be numbers "
+                     f"({e}).") from e
+
+
+_FEATURE_RE = re.compile(r"^(?P<stem>.+)_feature\.npy$")
+
+
+def load_features_dir(directory: str, dataset: str | None = None
+                      ) -> tuple[str, dict[str, np.ndarray], np.ndarray]:
+  """Reads ``{model}_{dataset}_feature.npy`` + ``..._label.npy`` pairs.
+
+  Args:
+    directory: the folder (the layout the SFDA authors' code writes).
+    dataset: the dataset part of the names; inferred when every file shares
+      one (the longest common ``_``-separated suffix of the stems).
+
+  Returns:
+    ``(dataset, {model: features [N, D]}, labels [N])``; all models must
+    share the same labels.
+
+  Raises:
+    ValueError: no pairs, a missing label file, ambiguous dataset name,
+      differing labels, or arrays of the wrong rank.
+  """
+  if not os.path.isdir(directory):
+    raise ValueError(f"features directory {directory} does not exist.")
+  stems = sorted(m.group("stem") for name in os.listdir(directory)
+                 if (m := _FEATURE_RE.match(name)))
+  if not stems:
+    raise ValueError(f"{directory} holds no '<model>_<dataset>_feature.npy' "
+                     "files.")
+  if dataset is None:
+    parts = [s.split("_") for s in stems]
+    common = []
+    for tokens in zip(*(p[::-1] for p in parts)):
+      if len(set(tokens)) != 1:
+        break
+      common.append(tokens[0])
+    if not common or any(len(p) <= len(common) for p in parts):
+      raise ValueError(
+          f"cannot infer the dataset name from {stems[:3]}...; pass it "
+          "explicitly (--features_dataset).")
+    dataset = "_".join(reversed(common))
+  models, labels = {}, None
+  for stem in stems:
+    if not stem.endswith("_" + dataset):
+      continue
+    model = stem[:-len(dataset) - 1]
+    label_path = os.path.join(directory, f"{stem}_label.npy")
+    if not os.path.exists(label_path):
+      raise ValueError(f"{stem}_feature.npy has no {stem}_label.npy beside it.")
+    feats = np.load(os.path.join(directory, f"{stem}_feature.npy"),
+                    mmap_mode="r")
+    y = np.load(label_path)
+    if feats.ndim != 2 or y.ndim != 1 or feats.shape[0] != y.shape[0]:
+      raise ValueError(f"{stem}: features {feats.shape} and labels {y.shape} "
+                       "must be [N, D] and [N].")
+    if labels is not None and not np.array_equal(labels, y):
+      raise ValueError(f"{stem}_label.npy differs from the other models' "
+                       "labels: every model must be scored on the same data.")
+    labels = y
+    models[model] = np.asarray(feats)
+  if not models:
+    raise ValueError(f"no feature files for dataset {dataset!r} in "
+                     f"{directory}.")
+  return dataset, models, labels
+
+
+def ranking_table(metric: str, scores: Mapping[str, float],
+                  accuracies: Mapping[str, float] | None = None) -> str:
+  """One metric's ranking as text: rank, model, score (and accuracy)."""
+  order = sorted(scores, key=lambda m: -scores[m])
+  width = max(len(m) for m in order) + 2
+  head = f"{metric}\n  {'rank':<6}{'model':<{width}}{'score':>14}"
+  if accuracies:
+    head += f"{'fine-tune acc':>15}"
+  lines = [head]
+  for i, m in enumerate(order, 1):
+    line = f"  {i:<6}{m:<{width}}{scores[m]:>14.6g}"
+    if accuracies:
+      line += f"{accuracies.get(m, float('nan')):>15.4g}"
+    lines.append(line)
+  return "\n".join(lines)
+
+
+def agreement_table(agreement: Mapping[str, Mapping[str, float]]) -> str:
+  """Agreement of every metric with the ground truth, as text."""
+  cols = ["weighted_tau", "kendall_tau", "pearson", "rel@1", "rel@3",
+          "top1_hit"]
+  width = max(len(m) for m in agreement) + 2
+  lines = [f"{'metric':<{width}}" + "".join(f"{c:>14}" for c in cols)]
+  for metric, row in agreement.items():
+    lines.append(f"{metric:<{width}}" + "".join(
+        f"{row.get(c, float('nan')):>14.3f}" for c in cols))
+  return "\n".join(lines)
+
+
+def check_output_dir(path: str) -> None:
+  """Creates ``path`` and checks it is writable, before any heavy work."""
+  try:
+    os.makedirs(path, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+    os.close(fd)
+    os.unlink(probe)
+  except OSError as e:
+    raise ValueError(f"output directory {path} is not writable: {e}") from e
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".",
+                             prefix=".tmp-", suffix=os.path.basename(path))
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def _plot(scores: Mapping[str, Mapping[str, float]],
+          accuracies: Mapping[str, float] | None) -> bytes:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  metrics = list(scores)
+  cols = min(4, len(metrics))
+  rows = -(-len(metrics) // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.4 * rows),
+                           squeeze=False)
+  for ax, metric in zip(axes.flat, metrics):
+    models = sorted(scores[metric])
+    s = [scores[metric][m] for m in models]
+    if accuracies:
+      a = [accuracies[m] for m in models]
+      ax.scatter(s, a)
+      for m, x, y in zip(models, s, a):
+        ax.annotate(m, (x, y), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+      tau = ranking.weighted_tau(scores[metric], accuracies) if len(
+          models) > 1 else float("nan")
+      ax.set_title(f"{metric} (weighted tau {tau:+.2f})", fontsize=9)
+      ax.set_xlabel("score", fontsize=8)
+      ax.set_ylabel("fine-tune accuracy", fontsize=8)
+    else:
+      ax.barh(models, s)
+      ax.set_title(metric, fontsize=9)
+      ax.set_xlabel("score", fontsize=8)
+    ax.tick_params(labelsize=7)
+  for ax in list(axes.flat)[len(metrics):]:
+    ax.axis("off")
+  fig.tight_layout()
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=110)
+  plt.close(fig)
+  return buf.getvalue()
+
+
+def write_results(output_dir: str, payload: dict[str, Any]) -> list[str]:
+  """Writes results.json, results.csv and ranking.png; returns the paths.
+
+  ``payload`` holds at least ``scores`` ({metric: {model: score}}) and may
+  hold ``ground_truth`` ({model: accuracy}) and ``agreement``.
+  """
+  scores = payload["scores"]
+  acc = payload.get("ground_truth") or None
+  paths = [os.path.join(output_dir, n)
+           for n in ("results.json", "results.csv", "ranking.png")]
+  _atomic_write(paths[0], json.dumps(payload, indent=1,
+                                     default=float).encode())
+  buf = io.StringIO()
+  writer = csv.writer(buf)
+  writer.writerow(["metric", "model", "score", "rank", "fine_tune_accuracy"])
+  for metric, per_model in scores.items():
+    for rank, model in enumerate(sorted(per_model, key=lambda m: -per_model[m]),
+                                 1):
+      writer.writerow([metric, model, repr(per_model[model]), rank,
+                       "" if acc is None else acc.get(model, "")])
+  _atomic_write(paths[1], buf.getvalue().encode())
+  _atomic_write(paths[2], _plot(scores, acc))
+  return paths

@@ -1,0 +1,100 @@
+"""experiments.rank end to end: precomputed features, the offline zoo on real
+Fashion-MNIST, results files and bad input."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sfda_jax import report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_rank(*args, timeout=600):
+  return subprocess.run([sys.executable, "-m", "experiments.rank", *args],
+                        cwd=ROOT, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+@pytest.fixture
+def features_dir(tmp_path):
+  rng = np.random.default_rng(0)
+  y = np.repeat(np.arange(4), 30)
+  d = tmp_path / "feats"
+  d.mkdir()
+  for i, model in enumerate(["res_net_a", "net_b", "net_c"]):
+    x = rng.normal(size=(120, 16)) + (3 - i) * np.eye(16)[y]
+    np.save(d / f"{model}_my_data_feature.npy", x.astype(np.float32))
+    np.save(d / f"{model}_my_data_label.npy", y)
+  gt = tmp_path / "gt.json"
+  gt.write_text(json.dumps({"accuracies": {"my_data": {
+      "res_net_a": 90.0, "net_b": 80.0, "net_c": 70.0, "other": 1.0}}}))
+  return d, gt
+
+
+def test_load_features_dir_infers_dataset(features_dir):
+  d, _ = features_dir
+  dataset, feats, labels = report.load_features_dir(str(d))
+  assert dataset == "my_data"
+  assert sorted(feats) == ["net_b", "net_c", "res_net_a"]
+  assert labels.shape == (120,)
+  (d / "net_c_my_data_label.npy").unlink()
+  with pytest.raises(ValueError, match="has no net_c_my_data_label.npy"):
+    report.load_features_dir(str(d))
+
+
+def test_rank_precomputed_features_with_ground_truth(features_dir, tmp_path):
+  d, gt = features_dir
+  out = tmp_path / "out"
+  proc = run_rank(f"--dataset={d}", f"--ground_truth={gt}",
+                  f"--output_dir={out}", "--metrics=sfda,logme,hscore")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "agreement with fine-tune accuracy" in proc.stdout
+  assert "names models that were not ranked: ['other']" in proc.stderr
+  payload = json.loads((out / "results.json").read_text())
+  assert {"dataset", "split", "num_examples", "models", "scores", "agreement",
+          "timings", "versions"} <= set(payload)
+  assert payload["dataset"] == "my_data" and payload["num_examples"] == 120
+  for metric in ("sfda", "logme", "hscore"):
+    scores = payload["scores"][metric]
+    assert max(scores, key=scores.get) == "res_net_a"
+    assert payload["agreement"][metric]["weighted_tau"] == pytest.approx(1.0)
+  rows = list(csv.DictReader(open(out / "results.csv")))
+  assert len(rows) == 9 and rows[0]["rank"] == "1"
+  assert (out / "ranking.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rank_reports_bad_input_before_work(features_dir, tmp_path):
+  d, gt = features_dir
+  gt.write_text(json.dumps({"res_net_a": 90.0, "net_b": 80.0}))
+  proc = run_rank(f"--dataset={d}", f"--ground_truth={gt}",
+                  f"--output_dir={tmp_path / 'o'}", "--metrics=sfda")
+  assert proc.returncode != 0 and "no accuracy for ['net_c']" in proc.stderr
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  proc = run_rank(f"--dataset={d}", f"--output_dir={blocker / 'sub'}")
+  assert proc.returncode != 0 and "not writable" in proc.stderr
+  proc = run_rank(f"--dataset={d}", "--metrics=sfdaa",
+                  f"--output_dir={tmp_path / 'o'}")
+  assert proc.returncode != 0 and "unknown metric" in proc.stderr
+  proc = run_rank("--models=resnet_9000", f"--output_dir={tmp_path / 'o'}")
+  assert proc.returncode != 0 and "efficientnet_lite0" in proc.stderr
+
+
+def test_rank_offline_zoo_on_fashion_mnist(fmnist_dir, tmp_path):
+  out = tmp_path / "out"
+  proc = run_rank("--models=efficientnet_lite0,efficientnet_lite0@random",
+                  "--num_examples=20", "--split=test", "--batch_size=10",
+                  "--metrics=sfda,logme,leep", f"--data_dir={fmnist_dir}",
+                  f"--cache_dir={tmp_path / 'cache'}", f"--output_dir={out}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  payload = json.loads((out / "results.json").read_text())
+  assert payload["num_examples"] == 20
+  assert set(payload["scores"]["sfda"]) == {"efficientnet_lite0",
+                                            "efficientnet_lite0@random"}
+  assert set(payload["scores"]["leep"]) == {"efficientnet_lite0"}
