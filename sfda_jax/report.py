@@ -14,7 +14,7 @@ import json
 import os
 import re
 import tempfile
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 

@@ -1,0 +1,89 @@
+"""Fine-tuning ground truth: the optax loop learns, masks BN statistics, and
+the entry point writes its JSON."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sfda_jax import finetune
+from sfda_jax.backbones.base import Backbone, Preprocessing
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PRE = Preprocessing(image_size=4, resize_size=4, mean=(0.5,) * 3,
+                    std=(0.5,) * 3)
+
+
+def toy_backbone():
+  rng = np.random.default_rng(0)
+  params = {"params": {"w": jnp.asarray(rng.normal(size=(48, 8)) * 0.1,
+                                        jnp.float32)},
+            "batch_stats": {"mean": jnp.zeros((8,))}}
+
+  @jax.jit
+  def apply(p, images):
+    f = images.reshape(images.shape[0], -1) @ p["params"]["w"]
+    return f - p["batch_stats"]["mean"], None
+
+  return Backbone(name="toy", preprocessing=PRE, feature_dim=8,
+                  num_source_classes=None, weights_id="toy", apply_fn=apply,
+                  params=params)
+
+
+def toy_data(n=96, seed=0):
+  rng = np.random.default_rng(seed)
+  y = np.arange(n) % 3
+  x = rng.normal(size=(n, 4, 4, 3)).astype(np.float32) * 0.3
+  x[np.arange(n), y, 0, 0] += 4.0
+  return x, y
+
+
+def batches(x, y, bs=16):
+  return lambda: ((x[i:i + bs], y[i:i + bs]) for i in range(0, len(y), bs))
+
+
+@pytest.mark.parametrize("mode", ["full", "linear_probe"])
+def test_training_learns_and_leaves_bn_statistics(mode):
+  bb = toy_backbone()
+  x, y = toy_data()
+  xt, yt = toy_data(seed=1)
+  if mode == "linear_probe":
+    feats = lambda a: np.asarray(bb(jnp.asarray(a))[0])
+    train, test = batches(feats(x), y), batches(feats(xt), yt)
+  else:
+    train, test = batches(x, y), batches(xt, yt)
+  config = finetune.FinetuneConfig(mode=mode, steps=60, learning_rate=0.1)
+  result = finetune.train_and_evaluate(bb, train, test, 3, config,
+                                       progress=False)
+  assert result["test_accuracy"] > 0.9
+  assert np.all(np.asarray(bb.params["batch_stats"]["mean"]) == 0)
+
+
+def test_config_is_validated():
+  with pytest.raises(ValueError, match="mode"):
+    finetune.FinetuneConfig(mode="partial")
+  with pytest.raises(ValueError, match="invalid"):
+    finetune.FinetuneConfig(steps=0)
+
+
+def test_finetune_entry_point_writes_ground_truth(fmnist_dir, tmp_path):
+  out = tmp_path / "gt.json"
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.finetune", "--mode=linear_probe",
+       "--models=efficientnet_lite0,efficientnet_lite0@random",
+       "--image_size=32", "--steps=5", "--num_examples=30",
+       "--test_examples=20", f"--data_dir={fmnist_dir}",
+       f"--cache_dir={tmp_path / 'cache'}", f"--output={out}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  payload = json.loads(out.read_text())
+  accs = payload["accuracies"]["fashion_mnist"]
+  assert set(accs) == {"efficientnet_lite0", "efficientnet_lite0@random"}
+  assert all(0.0 <= a <= 1.0 for a in accs.values())
+  assert payload["config"]["mode"] == "linear_probe"
+  assert {"command", "hardware", "runs"} <= set(payload)
