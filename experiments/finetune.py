@@ -22,9 +22,7 @@ import time
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
-import numpy as np
 
 from sfda_jax import backbones
 from sfda_jax import data

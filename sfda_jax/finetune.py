@@ -12,7 +12,6 @@ only the head on cached features.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import time
 from typing import Any, Iterator
 
