@@ -66,3 +66,22 @@ def fmnist_dir(tmp_path_factory):
     from sfda_jax import data
     data.load("fashion_mnist", split="test", data_dir=str(data_dir))
   return str(data_dir)
+
+
+def run_entry_point(args, cwd, timeout=300, attempts=3):
+  """Runs ``python -m <args>``; retries a run that hangs past ``timeout``.
+
+  Known problem (BUILD_NOTES.md, "Open problem"): after a TensorFlow input
+  pipeline has run, a later XLA CPU execution in the same process sometimes
+  never completes (about half of the runs of a minimal repro). Until that is
+  fixed, end-to-end tests of the entry points retry a hung process instead of
+  stalling the suite; a real failure (non-zero exit) is returned at once.
+  """
+  import subprocess
+  for attempt in range(attempts):
+    try:
+      return subprocess.run([sys.executable, "-m", *args], cwd=cwd,
+                            capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+      if attempt == attempts - 1:
+        raise

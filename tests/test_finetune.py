@@ -3,8 +3,6 @@ the entry point writes its JSON."""
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +11,7 @@ import pytest
 
 from sfda_jax import finetune
 from sfda_jax.backbones.base import Backbone, Preprocessing
+from conftest import run_entry_point
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRE = Preprocessing(image_size=4, resize_size=4, mean=(0.5,) * 3,
@@ -73,13 +72,12 @@ def test_config_is_validated():
 
 def test_finetune_entry_point_writes_ground_truth(fmnist_dir, tmp_path):
   out = tmp_path / "gt.json"
-  proc = subprocess.run(
-      [sys.executable, "-m", "experiments.finetune", "--mode=linear_probe",
+  proc = run_entry_point(
+      ["experiments.finetune", "--mode=linear_probe",
        "--models=efficientnet_lite0,efficientnet_lite0@random",
        "--image_size=32", "--steps=5", "--num_examples=30",
        "--test_examples=20", f"--data_dir={fmnist_dir}",
-       f"--cache_dir={tmp_path / 'cache'}", f"--output={out}"],
-      cwd=ROOT, capture_output=True, text=True, timeout=600)
+       f"--cache_dir={tmp_path / 'cache'}", f"--output={out}"], cwd=ROOT)
   assert proc.returncode == 0, proc.stderr[-3000:]
   payload = json.loads(out.read_text())
   accs = payload["accuracies"]["fashion_mnist"]

@@ -4,21 +4,18 @@ Fashion-MNIST, results files and bad input."""
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from sfda_jax import report
+from conftest import run_entry_point
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_rank(*args, timeout=600):
-  return subprocess.run([sys.executable, "-m", "experiments.rank", *args],
-                        cwd=ROOT, capture_output=True, text=True,
-                        timeout=timeout)
+def run_rank(*args):
+  return run_entry_point(["experiments.rank", *args], cwd=ROOT)
 
 
 @pytest.fixture
