@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from typing import Callable
 
@@ -32,6 +31,7 @@ import jax
 import numpy as np
 
 import sfda_jax
+from sfda_jax import atomic
 from sfda_jax.baselines import numpy_reference
 
 FLAGS = flags.FLAGS
@@ -252,20 +252,6 @@ def versions() -> dict[str, str]:
           "sfda_jax": sfda_jax.__version__}
 
 
-def write_json(path: str, payload: dict) -> None:
-  """Atomic write: temp file in the same directory, then rename."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-
-
 def main(argv):
   del argv
   unknown = [m for m in FLAGS.metrics if m not in sfda_jax.ALL_METRICS]
@@ -290,8 +276,9 @@ def main(argv):
     print_extract_table(extract_rows)
     results += extract_rows
   if FLAGS.output:
-    write_json(FLAGS.output, {"device": device, "versions": versions(),
-                              "results": results})
+    atomic.write_bytes(FLAGS.output, json.dumps(
+        {"device": device, "versions": versions(), "results": results},
+        indent=1).encode())
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 import jax
 
+from sfda_jax import atomic
 from sfda_jax import backbones
 from sfda_jax import data
 from sfda_jax import features
@@ -130,7 +131,7 @@ def main(argv):
       "seconds": time.perf_counter() - start,
       "date": time.strftime("%Y-%m-%d", time.gmtime()),
   }
-  report._atomic_write(FLAGS.output, (json.dumps(payload, indent=1)
+  atomic.write_bytes(FLAGS.output, (json.dumps(payload, indent=1)
                                       + "\n").encode())
   print(f"wrote {FLAGS.output}")
 

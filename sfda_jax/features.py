@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 import zipfile
 from typing import Any, Iterator
@@ -37,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from sfda_jax import atomic
 from sfda_jax.backbones.base import Backbone
 
 __all__ = ["FeatureResult", "extract", "default_cache_dir", "cache_key"]
@@ -94,20 +94,8 @@ def _safe_name(name: str) -> str:
 
 
 def _atomic_savez(path: str, **arrays: Any) -> None:
-  """``np.savez`` to a temp file in the target directory, then rename."""
-  directory = os.path.dirname(path)
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp.npz")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  """``np.savez`` written atomically (see :mod:`sfda_jax.atomic`)."""
+  atomic.write_with(path, lambda f: np.savez(f, **arrays))
 
 
 def _read_entry(path: str, key: str) -> dict[str, np.ndarray] | None:

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from sfda_jax import atomic
 from sfda_jax import ranking
 
 __all__ = ["load_ground_truth", "load_features_dir", "ranking_table",
@@ -162,21 +163,6 @@ def check_output_dir(path: str) -> None:
     raise ValueError(f"output directory {path} is not writable: {e}") from e
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".",
-                             prefix=".tmp-", suffix=os.path.basename(path))
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
 def _plot(scores: Mapping[str, Mapping[str, float]],
           accuracies: Mapping[str, float] | None) -> bytes:
   import matplotlib
@@ -225,7 +211,7 @@ def write_results(output_dir: str, payload: dict[str, Any]) -> list[str]:
   acc = payload.get("ground_truth") or None
   paths = [os.path.join(output_dir, n)
            for n in ("results.json", "results.csv", "ranking.png")]
-  _atomic_write(paths[0], json.dumps(payload, indent=1,
+  atomic.write_bytes(paths[0], json.dumps(payload, indent=1,
                                      default=float).encode())
   buf = io.StringIO()
   writer = csv.writer(buf)
@@ -235,6 +221,6 @@ def write_results(output_dir: str, payload: dict[str, Any]) -> list[str]:
                                  1):
       writer.writerow([metric, model, repr(per_model[model]), rank,
                        "" if acc is None else acc.get(model, "")])
-  _atomic_write(paths[1], buf.getvalue().encode())
-  _atomic_write(paths[2], _plot(scores, acc))
+  atomic.write_bytes(paths[1], buf.getvalue().encode())
+  atomic.write_bytes(paths[2], _plot(scores, acc))
   return paths

@@ -27,7 +27,8 @@ def test_quick_metrics_benchmark_writes_json(tmp_path):
   sfda = {r["impl"]: r["score"] for r in payload["results"]
           if r["name"] == "sfda"}
   assert abs(sfda["sfda_jax_x64"] - sfda["numpy"]) <= 1e-6 * abs(sfda["numpy"])
-  assert not list(tmp_path.glob("*.tmp"))          # atomic write, no leftovers
+  # atomic write: nothing but the result (no temp file) in the directory
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]
 
 
 def test_unknown_metric_is_a_usage_error(tmp_path):

@@ -1,0 +1,40 @@
+"""Atomic file writes: a temp file in the target directory, fsync, rename.
+
+A crash or interruption never leaves a partial or corrupt file at ``path``;
+readers see the old file or the complete new one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import BinaryIO, Callable
+
+__all__ = ["write_with", "write_bytes"]
+
+
+def write_with(path: str, write: Callable[[BinaryIO], None]) -> None:
+  """Calls ``write(f)`` on a temp file beside ``path``, then renames it.
+
+  The directory is created if needed; on any error the temp file is removed
+  and the error re-raised.
+  """
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
+                             suffix="-" + os.path.basename(path))
+  try:
+    with os.fdopen(fd, "wb") as f:
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def write_bytes(path: str, data: bytes) -> None:
+  """Atomically writes ``data`` to ``path``."""
+  write_with(path, lambda f: f.write(data))
