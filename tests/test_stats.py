@@ -1,5 +1,6 @@
 """The shared statistics kernels against direct NumPy / scikit-learn."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -73,3 +74,72 @@ def test_pinv_and_jittered_cholesky(x64):
   chol = np.asarray(stats.cholesky_with_jitter(jnp.asarray(s)))
   assert np.all(np.isfinite(chol))
   np.testing.assert_allclose(chol @ chol.T, s, atol=1e-10 * np.abs(s).max())
+
+
+_CONCURRENT_LAPACK = r"""
+import sys
+import jax, jax.numpy as jnp, numpy as np
+from sfda_jax.metrics import stats
+
+RAW = sys.argv[1:] == ["raw"]  # jnp.linalg directly: the negative control.
+cholesky = jnp.linalg.cholesky if RAW else jax.vmap(stats.cholesky)
+solve = (lambda l, b: jax.scipy.linalg.solve_triangular(l, b, lower=True)
+         ) if RAW else jax.vmap(
+             lambda l, b: stats.solve_triangular(l, b, lower=True))
+eigh = jnp.linalg.eigh if RAW else jax.vmap(stats.eigh)
+
+@jax.jit
+def f(x):
+  # Independent batches of 50 factorizations: with jnp.linalg directly,
+  # jaxlib 0.10 deadlocks here on a 2-core CPU on the first call.
+  a = x @ jnp.swapaxes(x, -1, -2) + 64 * jnp.eye(64)
+  total = sum(cholesky(a[i]).sum() for i in range(4))
+  total += sum(solve(jnp.tril(a[i]), a[i]).sum() for i in range(4))
+  return total + sum(eigh(a[i])[0].sum() for i in range(4))
+
+x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 50, 64, 64)),
+                jnp.float32)
+for i in range(5):
+  f(x + i).block_until_ready()
+print("done")
+"""
+
+
+def test_concurrent_batched_factorizations_do_not_deadlock(tmp_path):
+  """Regression: batched LAPACK calls running concurrently hung XLA:CPU."""
+  import subprocess
+  import sys
+  result = subprocess.run([sys.executable, "-c", _CONCURRENT_LAPACK],
+                          capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip().endswith("done")
+
+
+@pytest.mark.parametrize("batch_shape", [(), (3,), (2, 3)])
+def test_linalg_wrappers_match_jnp_under_vmap(x64, batch_shape):
+  rng = np.random.default_rng(7)
+  a = rng.normal(size=batch_shape + (6, 6))
+  spd = jnp.asarray(a @ np.swapaxes(a, -1, -2) + 6 * np.eye(6))
+  rect = jnp.asarray(rng.normal(size=batch_shape + (6, 4)))
+
+  def vmapped(fn):
+    for _ in batch_shape:
+      fn = jax.vmap(fn)
+    return fn
+
+  chol = vmapped(stats.cholesky)(spd)
+  np.testing.assert_allclose(chol, jnp.linalg.cholesky(spd), rtol=1e-12)
+  for lower, tri in ((True, chol), (False, jnp.swapaxes(chol, -1, -2))):
+    x = vmapped(lambda t, b, lower=lower: stats.solve_triangular(
+        t, b, lower=lower))(tri, rect)
+    np.testing.assert_allclose(tri @ x, rect, rtol=1e-10, atol=1e-12)
+  w, v = vmapped(stats.eigh)(spd)
+  np.testing.assert_allclose(w, jnp.linalg.eigvalsh(spd), rtol=1e-12)
+  np.testing.assert_allclose((v * w[..., None, :]) @ jnp.swapaxes(v, -1, -2),
+                             spd, rtol=1e-10)
+  u, s, vh = vmapped(stats.svd)(rect)
+  np.testing.assert_allclose(s, jnp.linalg.svd(rect, compute_uv=False),
+                             rtol=1e-12)
+  np.testing.assert_allclose((u * s[..., None, :]) @ vh, rect, rtol=1e-10,
+                             atol=1e-12)

@@ -39,13 +39,13 @@ def _spectrum(f: jax.Array, targets: jax.Array):
   """Returns ``(sigma [k], x [k, T], mask [k])`` for ``F`` and targets ``T``."""
   n, d = f.shape
   if n > d:
-    evals, v = jnp.linalg.eigh(stats.gram(f))
+    evals, v = stats.eigh(stats.gram(f))
     s = jnp.sqrt(jnp.maximum(evals, 0.0))
     mask = s > 1e-10
     proj = stats.matmul(v.T, stats.matmul(f.T, targets))           # s * u^T t
     x = proj / jnp.where(mask, s, 1.0)[:, None]
   else:
-    u, s, _ = jnp.linalg.svd(f, full_matrices=False)
+    u, s, _ = stats.svd(f)
     mask = s > 1e-10
     x = stats.matmul(u.T, targets)
   x = jnp.where(mask[:, None], x, 0.0)

@@ -24,7 +24,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import lax
-import jax.scipy.linalg as jsl
 import numpy as np
 
 from sfda_jax.metrics import _validation
@@ -114,7 +113,7 @@ def _m_step(x, resp, reg_covar):
     weighted = (x - mu) * jnp.sqrt(r)[:, None]
     cov = stats.gram(weighted) / count + reg_covar * eye
     chol = stats.cholesky_with_jitter(cov)
-    return jsl.solve_triangular(chol, eye, lower=True).T
+    return stats.solve_triangular(chol, eye, lower=True).T
 
   precs = lax.map(prec_chol, (resp.T, means, nk),
                   batch_size=_batch_size(n, d, means.shape[0], x.dtype.itemsize))

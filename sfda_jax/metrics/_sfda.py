@@ -27,7 +27,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 
 from sfda_jax.metrics import _validation
 from sfda_jax.metrics import stats
@@ -97,18 +96,20 @@ def sfda_fit_core(x: jax.Array, labels: jax.Array, num_classes: int,
   # ignores; the centred form avoids float32 cancellation between classes.
   center = priors @ means
   centred = means - center
-  coef = jsl.cho_solve((chol, True), centred.T).T                   # [K, D]
+  coef = stats.solve_triangular(                                    # [K, D]
+      chol.T, stats.solve_triangular(chol, centred.T, lower=True),
+      lower=False).T
   intercept = -0.5 * jnp.sum(centred * coef, axis=1) + jnp.log(priors)
   scalings = evals = None
   if eigen:
     st_s = stats.shrink(stats.total_scatter(x), s)
     sb = st_s - sw_s
-    tmp = jsl.solve_triangular(chol, sb, lower=True)               # L^-1 Sb
-    whitened = jsl.solve_triangular(chol, tmp.T, lower=True)       # L^-1 Sb L^-T
+    tmp = stats.solve_triangular(chol, sb, lower=True)               # L^-1 Sb
+    whitened = stats.solve_triangular(chol, tmp.T, lower=True)       # L^-1 Sb L^-T
     whitened = 0.5 * (whitened + whitened.T)
-    evals, u = jnp.linalg.eigh(whitened)
+    evals, u = stats.eigh(whitened)
     evals, u = evals[::-1], u[:, ::-1]
-    scalings = jsl.solve_triangular(chol.T, u, lower=False)        # L^-T U
+    scalings = stats.solve_triangular(chol.T, u, lower=False)        # L^-T U
   return SFDAState(means=means, priors=priors, shrinkage=s, center=center,
                    coef=coef,
                    intercept=intercept, scalings=scalings, eigenvalues=evals)

@@ -53,7 +53,7 @@ def _coding_rate(z: jax.Array, n: jax.Array, eps: float) -> jax.Array:
   g = stats.gram(z) if dim <= rows else stats.gram(z.T)
   m = g.shape[0]
   a = jnp.eye(m, dtype=z.dtype) + g / (n * eps)
-  chol = jnp.linalg.cholesky(a)
+  chol = stats.cholesky(a)
   return jnp.sum(jnp.log(jnp.diagonal(chol)))
 
 

@@ -9,6 +9,16 @@ Precision policy: matrix products use ``precision=HIGHEST`` so that an
 accelerator never silently runs float32 products in TF32/bfloat16, and scatter
 matrices are formed from *centred* data, which is far more accurate in float32
 than ``X^T X - n mu mu^T``.
+
+LAPACK calls (Cholesky, triangular solve, eigh, SVD) go through the wrappers
+here (:func:`cholesky`, :func:`solve_triangular`, :func:`eigh`, :func:`svd`)
+instead of ``jnp.linalg`` directly: jaxlib 0.10's CPU LAPACK kernels split a
+*batched* call (from ``vmap``, or ``lax.map(batch_size=...)``) into chunks on
+XLA's intra-op thread pool and block a pool thread waiting for them, so two or
+more such calls running concurrently on a small CPU (2 cores here) deadlock:
+every pool thread waits for work queued behind itself. On CPU the wrappers
+therefore turn a batch into a ``lax.map`` loop of single-matrix calls, which
+run inline; other backends keep the batched call.
 """
 
 from __future__ import annotations
@@ -34,7 +44,78 @@ __all__ = [
     "principal_basis",
     "pinv_eigh",
     "cholesky_with_jitter",
+    "cholesky",
+    "solve_triangular",
+    "eigh",
+    "svd",
 ]
+
+
+def _unbatched_on_cpu(fn):
+  """``fn`` (positional array args) whose ``vmap`` loops one matrix at a time
+  on CPU (see the module docstring) and stays batched elsewhere."""
+
+  @jax.custom_batching.custom_vmap
+  def wrapped(*args):
+    return fn(*args)
+
+  @wrapped.def_vmap
+  def _rule(axis_size, in_batched, *args):
+    del axis_size
+    batched = [a for a, b in zip(args, in_batched) if b]
+
+    def loop(*batched_args):
+      # `wrapped`, not `fn`: an enclosing vmap re-enters this rule.
+      return lax.map(lambda xs: wrapped(*_merge(args, in_batched, xs)),
+                     tuple(batched_args))
+
+    def vectorised(*batched_args):
+      return jax.vmap(lambda *xs: fn(*_merge(args, in_batched, xs)))(
+          *batched_args)
+
+    out = lax.platform_dependent(*batched, cpu=loop, default=vectorised)
+    return out, jax.tree.map(lambda _: True, out)
+
+  return wrapped
+
+
+def _merge(args, in_batched, batched_args):
+  it = iter(batched_args)
+  return [next(it) if b else a for a, b in zip(args, in_batched)]
+
+
+_cholesky = _unbatched_on_cpu(jnp.linalg.cholesky)
+_eigh = _unbatched_on_cpu(jnp.linalg.eigh)
+_svd = _unbatched_on_cpu(
+    lambda a: jnp.linalg.svd(a, full_matrices=False))
+_solve_lower = _unbatched_on_cpu(
+    lambda a, b: jax.scipy.linalg.solve_triangular(a, b, lower=True))
+_solve_upper = _unbatched_on_cpu(
+    lambda a, b: jax.scipy.linalg.solve_triangular(a, b, lower=False))
+
+
+def cholesky(a: jax.Array) -> jax.Array:
+  """Lower Cholesky factor of ``a [D, D]`` (NaN where not positive definite);
+  deadlock-safe under ``vmap`` on CPU."""
+  return _cholesky(a)
+
+
+def solve_triangular(a: jax.Array, b: jax.Array, lower: bool) -> jax.Array:
+  """``a^-1 b`` for triangular ``a [D, D]`` and ``b [D, M]``; deadlock-safe
+  under ``vmap`` on CPU."""
+  return (_solve_lower if lower else _solve_upper)(a, b)
+
+
+def eigh(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(eigenvalues [D] ascending, eigenvectors [D, D])`` of symmetric ``a``;
+  deadlock-safe under ``vmap`` on CPU."""
+  return _eigh(a)
+
+
+def svd(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Thin SVD ``(u [M, K], s [K], vh [K, N])`` of ``a [M, N]``; deadlock-safe
+  under ``vmap`` on CPU."""
+  return _svd(a)
 
 
 def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -213,7 +294,7 @@ def principal_basis(cov: jax.Array) -> tuple[jax.Array, jax.Array]:
   Returns:
     ``(eigenvalues [D] descending, eigenvectors [D, D] as columns)``.
   """
-  w, v = jnp.linalg.eigh(cov)
+  w, v = eigh(cov)
   w, v = w[::-1], v[:, ::-1]
   idx = jnp.argmax(jnp.abs(v), axis=0)
   signs = jnp.sign(v[idx, jnp.arange(v.shape[1])])
@@ -234,7 +315,7 @@ def pinv_eigh(s: jax.Array, rcond: float | None = None
   d = s.shape[0]
   if rcond is None:
     rcond = d * jnp.finfo(s.dtype).eps
-  w, u = jnp.linalg.eigh(s)
+  w, u = eigh(s)
   keep = jnp.abs(w) > rcond * jnp.max(jnp.abs(w))
   inv_w = jnp.where(keep, 1.0 / jnp.where(keep, w, 1.0), 0.0)
   return inv_w, u
@@ -250,10 +331,10 @@ def cholesky_with_jitter(a: jax.Array, scale: jax.Array | None = None
   entry). Well-conditioned inputs never take the retry.
   """
   d = a.shape[0]
-  chol = jnp.linalg.cholesky(a)
+  chol = cholesky(a)
   if scale is None:
     scale = jnp.max(jnp.diagonal(a))
   jitter = d * jnp.finfo(a.dtype).eps * jnp.maximum(scale, jnp.trace(a) / d)
   return lax.cond(
       jnp.all(jnp.isfinite(chol)), lambda: chol,
-      lambda: jnp.linalg.cholesky(a + jitter * jnp.eye(d, dtype=a.dtype)))
+      lambda: cholesky(a + jitter * jnp.eye(d, dtype=a.dtype)))
