@@ -23,6 +23,7 @@ import time
 from absl import app
 from absl import flags
 import jax
+import numpy as np
 
 from sfda_jax import atomic
 from sfda_jax import backbones
@@ -64,6 +65,26 @@ def resized(bb: backbones.Backbone, size: int) -> backbones.Backbone:
       pre, image_size=size, resize_size=max(size, int(size * ratio))))
 
 
+_IN_MEMORY_BYTES = 2 << 30
+
+
+def _replayable(ds: data.ImageDataset, bb: backbones.Backbone,
+                batch_size: int):
+  """Zero-argument batch stream over ``ds`` preprocessed for ``bb``.
+
+  The preprocessed images are kept in memory when they fit in 2 GiB, so each
+  epoch after the first costs no decoding (a TFDS subset otherwise re-reads
+  the whole split per epoch); larger sets are streamed again every epoch.
+  """
+  size = bb.preprocessing.image_size
+  if len(ds) * size * size * 3 * 4 > _IN_MEMORY_BYTES:
+    return lambda: ds.batches(bb.preprocessing, batch_size)
+  images, labels = zip(*ds.batches(bb.preprocessing, batch_size))
+  images, labels = np.concatenate(images), np.concatenate(labels)
+  return lambda: ((images[i:i + batch_size], labels[i:i + batch_size])
+                  for i in range(0, len(labels), batch_size))
+
+
 def main(argv):
   del argv
   lrs = [float(v) for v in FLAGS.learning_rates]
@@ -94,10 +115,8 @@ def main(argv):
                         for i in range(0, len(res.labels), bs))
       train_batches, test_batches = batches(tr), batches(te, 1024)
     else:
-      train_batches = lambda bb=bb: train.batches(bb.preprocessing,
-                                                  FLAGS.batch_size)
-      test_batches = lambda bb=bb: test.batches(bb.preprocessing,
-                                                FLAGS.batch_size)
+      train_batches = _replayable(train, bb, FLAGS.batch_size)
+      test_batches = _replayable(test, bb, FLAGS.batch_size)
     for lr in lrs:
       for wd in wds:
         config = finetune.FinetuneConfig(
