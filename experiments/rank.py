@@ -45,12 +45,23 @@ flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
 flags.DEFINE_string("cache_dir", None, "Feature cache (default "
                     "~/.cache/sfda_jax).")
 flags.DEFINE_string("output_dir", "outputs/rank", "Where results go.")
-flags.DEFINE_string("ground_truth", None, "JSON of fine-tune accuracies.")
+flags.DEFINE_string("ground_truth", "auto", "JSON of fine-tune accuracies. "
+                    "'auto': the committed ground truth for the dataset "
+                    "when one covers every ranked model (fashion_mnist with "
+                    "the offline zoo), else none; 'none': no agreement.")
 flags.DEFINE_string("features_dataset", None, "Dataset part of precomputed "
                     "feature file names (inferred when unambiguous).")
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Backbone compute "
                   "dtype (default: bfloat16 on accelerators, float32 on CPU).")
 flags.DEFINE_integer("seed", 0, "Seed for subsampling and NLEEP.")
+
+_GROUND_TRUTH_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                 "ground_truth")
+#: Committed fine-tune accuracies used by --ground_truth=auto, per dataset.
+DEFAULT_GROUND_TRUTH = {
+    "fashion_mnist": os.path.join(_GROUND_TRUTH_DIR,
+                                  "fashion_mnist_efficientnet_lite.json"),
+}
 
 ZOOS = {
     "offline": ["efficientnet_lite0", "efficientnet_lite1",
@@ -78,6 +89,23 @@ def build_backbone(name: str):
                      "@random for a randomly initialised control.")
   return backbones.get(base, dtype=FLAGS.dtype,
                                 random_init=bool(control), seed=FLAGS.seed)
+
+
+def auto_ground_truth(dataset: str, models) -> str | None:
+  """The committed ground truth for ``dataset`` if it covers ``models``."""
+  path = DEFAULT_GROUND_TRUTH.get(dataset)
+  if path is None or not os.path.exists(path):
+    logging.info("no committed ground truth for %s; ranking without "
+                 "agreement (pass --ground_truth=FILE).", dataset)
+    return None
+  known = report.load_ground_truth(path, dataset)
+  missing = sorted(set(models) - set(known))
+  if missing:
+    logging.info("committed ground truth %s has no accuracy for %s; ranking "
+                 "without agreement (pass --ground_truth=FILE).", path,
+                 missing)
+    return None
+  return path
 
 
 def main(argv):
@@ -113,11 +141,16 @@ def main(argv):
         source_probs[name] = res.source_probs
       timings[f"extract/{name}"] = res.seconds
   accuracies = None
-  if FLAGS.ground_truth:
-    accuracies = report.load_ground_truth(FLAGS.ground_truth, dataset_name)
+  ground_truth = FLAGS.ground_truth
+  if ground_truth == "auto":
+    ground_truth = auto_ground_truth(dataset_name, feats)
+  elif ground_truth == "none":
+    ground_truth = None
+  if ground_truth:
+    accuracies = report.load_ground_truth(ground_truth, dataset_name)
     missing = sorted(set(feats) - set(accuracies))
     if missing:
-      raise ValueError(f"ground truth {FLAGS.ground_truth} has no accuracy "
+      raise ValueError(f"ground truth {ground_truth} has no accuracy "
                        f"for {missing}; it has {sorted(accuracies)}.")
     extra = sorted(set(accuracies) - set(feats))
     if extra:
@@ -148,7 +181,8 @@ def main(argv):
   payload = {
       "dataset": dataset_name, "split": split, "num_examples": num_examples,
       "models": sorted(feats), "metrics": list(scores), "scores": scores,
-      "ground_truth": accuracies, "agreement": agreement or None,
+      "ground_truth": accuracies, "ground_truth_file": ground_truth,
+      "agreement": agreement or None,
       "timings": timings,
       "versions": {"sfda_jax": sfda_jax.__version__, "jax": jax.__version__,
                    "flax": flax.__version__, "numpy": np.__version__,

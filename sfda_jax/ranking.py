@@ -54,6 +54,17 @@ def _onehot(enc):
   return None, (jax.nn.one_hot(enc.codes, enc.num_classes),), {}
 
 
+#: GBC's PCA dimension in :func:`score_models` (the GBC paper's setting):
+#: without it, diagonal Gaussians in ~1000-D feature spaces are so far apart
+#: that every Bhattacharyya coefficient underflows and all models score 0.
+GBC_PCA_DIM = 64
+
+
+def _gbc_codes(enc):
+  rows, args, static = _codes(enc)
+  return rows, args, {**static, "pca_dim": GBC_PCA_DIM}
+
+
 def _index_table(enc):
   index, valid = transrate_lib.class_index_table(enc.codes, enc.num_classes)
   return None, (jnp.asarray(index), jnp.asarray(valid)), {}
@@ -70,7 +81,7 @@ _BATCHED = {
     "logme": _Spec(logme_lib.logme_core, _onehot),
     "hscore": _Spec(hscore_lib.hscore_core, _codes),
     "regularized_hscore": _Spec(hscore_lib.regularized_hscore_core, _codes),
-    "gbc": _Spec(gbc_lib.gbc_core, _codes),
+    "gbc": _Spec(gbc_lib.gbc_core, _gbc_codes),
     "transrate": _Spec(transrate_lib.transrate_core, _index_table),
     "parc": _Spec(parc_lib.parc_core, _subsampled_codes),
 }
@@ -104,6 +115,10 @@ def score_models(features_by_model: Mapping[str, Any], labels: Any,
       models that have a classifier head; ``leep`` and ``nce`` score only
       those models.
     seed: seed for NLEEP's mixture initialisation (PARC subsamples with 0).
+
+  GBC is computed on the first :data:`GBC_PCA_DIM` (64) principal components,
+  as in the GBC paper (``sfda_jax.gbc(..., pca_dim=64)``); every other metric
+  uses its defaults.
 
   Returns:
     ``{metric: {model: score}}``, higher is better for every metric.

@@ -123,6 +123,11 @@ def load_features_dir(directory: str, dataset: str | None = None
   return dataset, models, labels
 
 
+def _format_score(value: float) -> str:
+  """6 significant digits; exact zeros without a sign (GBC's -0.0)."""
+  return "0" if value == 0 else f"{value:.6g}"
+
+
 def ranking_table(metric: str, scores: Mapping[str, float],
                   accuracies: Mapping[str, float] | None = None) -> str:
   """One metric's ranking as text: rank, model, score (and accuracy)."""
@@ -133,7 +138,7 @@ def ranking_table(metric: str, scores: Mapping[str, float],
     head += f"{'fine-tune acc':>15}"
   lines = [head]
   for i, m in enumerate(order, 1):
-    line = f"  {i:<6}{m:<{width}}{scores[m]:>14.6g}"
+    line = f"  {i:<6}{m:<{width}}{_format_score(scores[m]):>14}"
     if accuracies:
       line += f"{accuracies.get(m, float('nan')):>15.4g}"
     lines.append(line)

@@ -95,3 +95,67 @@ def test_rank_offline_zoo_on_fashion_mnist(fmnist_dir, tmp_path):
   assert set(payload["scores"]["sfda"]) == {"efficientnet_lite0",
                                             "efficientnet_lite0@random"}
   assert set(payload["scores"]["leep"]) == {"efficientnet_lite0"}
+
+
+_MOCK_RANK = r"""
+import sys
+from absl import app
+import tensorflow_datasets as tfds
+from experiments import rank
+
+# Real rank entry point; TFDS reads replaced by random 32x32 CIFAR-10 records.
+with tfds.testing.mock_data(num_examples=int(sys.argv[1])):
+  app.run(rank.main, argv=["rank"] + sys.argv[2:])
+"""
+
+
+def _tiny_hf_checkpoints(root):
+  """Two tiny randomly initialised HF Flax classifiers saved to ``root``."""
+  import transformers as tf
+  models = {
+      "tiny_resnet": tf.FlaxResNetForImageClassification(
+          tf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16],
+                          depths=[1, 1], num_labels=7,
+                          architectures=["ResNetForImageClassification"]),
+          input_shape=(1, 32, 32, 3), seed=0),
+      "tiny_vit": tf.FlaxViTForImageClassification(
+          tf.ViTConfig(image_size=32, patch_size=8, hidden_size=32,
+                       num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=37, num_labels=7,
+                       architectures=["ViTForImageClassification"]),
+          input_shape=(1, 32, 32, 3), seed=1),
+  }
+  paths = []
+  for name, model in models.items():
+    model.save_pretrained(root / name)
+    paths.append(f"hf:{root / name}")
+  return paths
+
+
+def test_rank_cifar10_under_mock_data_with_tiny_hf_models(tmp_path):
+  import subprocess
+  import sys
+  models = _tiny_hf_checkpoints(tmp_path)
+  out = tmp_path / "out"
+  gt = tmp_path / "gt.json"
+  # Ground truth is keyed by the names exactly as ranked.
+  gt.write_text(json.dumps({"cifar10": dict(zip(models, (0.6, 0.5)))}))
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = subprocess.run(
+      [sys.executable, "-c", _MOCK_RANK, "120", "--dataset=cifar10",
+       f"--models={','.join(models)}", "--split=train", "--num_examples=100",
+       "--batch_size=16", "--metrics=sfda,logme,hscore,leep",
+       f"--data_dir={tmp_path / 'tfds'}", f"--cache_dir={tmp_path / 'cache'}",
+       f"--output_dir={out}", f"--ground_truth={gt}"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  payload = json.loads((out / "results.json").read_text())
+  ranked = {f"hf:{tmp_path / n}" for n in ("tiny_resnet", "tiny_vit")}
+  assert payload["dataset"] == "cifar10" and payload["num_examples"] == 100
+  assert set(payload["models"]) == ranked
+  for metric in ("sfda", "logme", "hscore", "leep"):
+    assert set(payload["scores"][metric]) == ranked
+    assert all(np.isfinite(v) for v in payload["scores"][metric].values())
+  assert set(payload["agreement"]) == {"sfda", "logme", "hscore", "leep"}
+  assert (out / "results.csv").exists() and (out / "ranking.png").exists()
+  assert "agreement with fine-tune accuracy" in proc.stdout
