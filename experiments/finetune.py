@@ -25,6 +25,7 @@ from absl import flags
 import jax
 import numpy as np
 
+from experiments import _cli
 from sfda_jax import atomic
 from sfda_jax import backbones
 from sfda_jax import data
@@ -156,4 +157,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

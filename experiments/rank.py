@@ -25,6 +25,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from experiments import _cli
 import sfda_jax
 from sfda_jax import backbones
 from sfda_jax import report
@@ -194,4 +195,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

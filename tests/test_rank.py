@@ -159,3 +159,18 @@ def test_rank_cifar10_under_mock_data_with_tiny_hf_models(tmp_path):
   assert set(payload["agreement"]) == {"sfda", "logme", "hscore", "leep"}
   assert (out / "results.csv").exists() and (out / "ranking.png").exists()
   assert "agreement with fine-tune accuracy" in proc.stdout
+
+
+def test_rank_online_zoo_offline_fails_fast_with_help(tmp_path):
+  import socket
+  try:
+    socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    pytest.skip("the HuggingFace hub is reachable here")
+  except OSError:
+    pass
+  proc = run_rank("--dataset=cifar10", f"--output_dir={tmp_path / 'o'}",
+                  f"--cache_dir={tmp_path / 'c'}")
+  assert proc.returncode != 0
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: Cannot load HuggingFace model")
+  assert "save_pretrained" in last and "Traceback" not in proc.stderr
