@@ -47,9 +47,12 @@ KERNELS = {
 
 def collectives(hlo_text):
   """``[(op, shape string)]`` of the cross-device collectives in HLO text."""
+  # One instruction per line: "%name = <shape> <op>(operands), ...". A tuple
+  # shape may hold "/*index=5*/" comments, so match lazily within the line.
   return re.findall(
-      r"= ([^=]*?) (all-gather|all-reduce|all-to-all|collective-permute|"
-      r"reduce-scatter)(?:-start)?\(", hlo_text)
+      r"^\s*(?:ROOT )?%\S+ = (.*?) (all-gather|all-reduce|all-to-all|"
+      r"collective-permute|reduce-scatter)(?:-start)?\(", hlo_text,
+      flags=re.MULTILINE)
 
 
 def gathers_samples(hlo_text, n):
