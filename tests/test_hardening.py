@@ -144,9 +144,9 @@ CASES = {
     "three_dimensional": (lambda x, y: (x.reshape(40, 3, 2), y),
                           {"*": "2-D", "nce": "1-D"}),
     "complex_features": (lambda x, y: (x.astype(np.complex64), y),
-                         {"*": "real-valued", "nce": "unsupported dtype"}),
+                         {"*": "real-valued", "nce": "1-D"}),
     "string_features": (lambda x, y: (x.astype(str), y),
-                        {"*": "numeric", "nce": "finite"}),
+                        {"*": "numeric", "nce": "1-D"}),
 }
 
 

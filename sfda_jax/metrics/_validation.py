@@ -138,8 +138,15 @@ def encode_labels(labels: Any, num_samples: int | None = None,
 
 def check_source_probs(source_probs: Any, num_samples: int,
                        atol: float = 1e-3) -> jax.Array:
-  """Validates ``[N, Z]`` source-model probabilities (each row a distribution)."""
+  """Validates ``[N, Z]`` source-model probabilities (each row a distribution).
+
+  Rows must sum to 1 within ``atol``, widened to twice the machine epsilon
+  of a half-precision input (a bfloat16 row's rounding alone is ~4e-3).
+  """
+  in_dtype = getattr(source_probs, "dtype", None)
   theta = check_features(source_probs, name="source_probs")
+  if in_dtype is not None and jnp.issubdtype(in_dtype, jnp.floating):
+    atol = max(atol, 2.0 * float(jnp.finfo(in_dtype).eps))
   if theta.shape[0] != num_samples:
     raise ValueError(
         f"length mismatch: source_probs has {theta.shape[0]} rows but labels "
