@@ -14,6 +14,12 @@ their progress every ``checkpoint_every`` images into ``<key>.partial/``
 (also atomically); an interrupted extraction resumes from there. An entry
 that cannot be read, whose stored key differs, or whose arrays are
 inconsistent is logged, deleted and recomputed.
+
+Data parallelism: when this process sees more than one device, each batch is
+padded to a multiple of the device count and placed with a ``NamedSharding``
+over its batch axis (the parameters replicated), so the jitted backbone runs
+SPMD, each device on its slice of the batch. Features are the same as on one
+device.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
+
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sfda_jax import atomic
 from sfda_jax.backbones.base import Backbone
@@ -145,10 +153,33 @@ def _padded(batches: Iterator, batch_size: int) -> Iterator:
     yield images, labels, n
 
 
+def _runner(backbone: Backbone, batch_size: int, data_parallel: bool):
+  """``(run(images) -> (features, logits), padded batch size)``.
+
+  With several local devices (and ``data_parallel``), the batch is padded to
+  a multiple of the device count and sharded over a 1-D ``batch`` mesh; the
+  parameters are replicated once.
+  """
+  devices = jax.local_devices()
+  if not data_parallel or len(devices) <= 1:
+    return (lambda images: backbone(jnp.asarray(images))), batch_size
+  mesh = Mesh(np.array(devices), ("batch",))
+  padded = -(-batch_size // len(devices)) * len(devices)
+  params = jax.device_put(backbone.params, NamedSharding(mesh, P()))
+  in_sharding = NamedSharding(mesh, P("batch"))
+
+  def run(images):
+    return backbone.apply_fn(params, jax.device_put(images, in_sharding))
+
+  logging.info("extracting data-parallel over %d devices, batch %d",
+               len(devices), padded)
+  return run, padded
+
+
 def extract(backbone: Backbone, dataset: Any, batch_size: int = 64,
             cache_dir: str | None = None, use_cache: bool = True,
-            checkpoint_every: int = 4096, progress: bool = True
-            ) -> FeatureResult:
+            checkpoint_every: int = 4096, progress: bool = True,
+            data_parallel: bool = True) -> FeatureResult:
   """Features (and source logits) of ``backbone`` on every example of ``dataset``.
 
   Args:
@@ -161,6 +192,8 @@ def extract(backbone: Backbone, dataset: Any, batch_size: int = 64,
     checkpoint_every: save progress about every this many images, so an
       interrupted run resumes (only when caching).
     progress: show a tqdm bar with images/s.
+    data_parallel: with several local devices, shard each batch (padded to a
+      multiple of the device count) over them.
 
   Returns:
     A :class:`FeatureResult`.
@@ -205,10 +238,11 @@ def extract(backbone: Backbone, dataset: Any, batch_size: int = 64,
                   desc=f"{backbone.name}", dynamic_ncols=True)
   batches = itertools.islice(
       dataset.batches(backbone.preprocessing, batch_size), start_batch, None)
+  run, run_batch = _runner(backbone, batch_size, data_parallel)
   chunk_f, chunk_l, chunk_y, chunk_n = [], [], [], 0
   try:
-    for images, y, n in _padded(batches, batch_size):
-      f, z = backbone(jnp.asarray(images))
+    for images, y, n in _padded(batches, run_batch):
+      f, z = run(images)
       chunk_f.append(np.asarray(f)[:n])
       chunk_l.append(None if z is None else np.asarray(z)[:n])
       chunk_y.append(np.asarray(y))

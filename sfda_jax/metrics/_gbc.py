@@ -96,5 +96,6 @@ def gbc(features: Any, labels: Any, gaussian_type: str = "diagonal",
   if not reg > 0:
     raise ValueError(f"reg must be > 0, got {reg}.")
   return _validation.score_classification(
-      _gbc_jit, "gbc", features, labels, gaussian_type=gaussian_type,
+      _gbc_jit, "gbc", features, labels, scale_invariant=True,
+      gaussian_type=gaussian_type,
       pca_dim=pca_dim, reg=float(reg))

@@ -77,7 +77,7 @@ def hscore(features: Any, labels: Any) -> float:
     True
   """
   return _validation.score_classification(_hscore_jit, "hscore", features,
-                                          labels)
+                                          labels, scale_invariant=True)
 
 
 def regularized_hscore(features: Any, labels: Any) -> float:
@@ -88,4 +88,5 @@ def regularized_hscore(features: Any, labels: Any) -> float:
     labels: ``[N]`` class ids (any; remapped).
   """
   return _validation.score_classification(
-      _reg_hscore_jit, "regularized_hscore", features, labels)
+      _reg_hscore_jit, "regularized_hscore", features, labels,
+      scale_invariant=True)

@@ -76,7 +76,8 @@ def leep(source_probs: Any, labels: Any) -> float:
   enc = _validation.encode_labels(labels)
   theta = _validation.check_source_probs(source_probs, enc.codes.shape[0])
   return _validation.check_finite_score(
-      _leep_jit(theta, jnp.asarray(enc.codes), num_classes=enc.num_classes),
+      _leep_jit(theta, _validation.place_like_samples(enc.codes, theta),
+                num_classes=enc.num_classes),
       "leep")
 
 

@@ -134,8 +134,13 @@ def logme(features: Any, labels: Any, regression: bool = False) -> float:
     if t.shape[0] != x.shape[0]:
       raise ValueError(f"length mismatch: features have {x.shape[0]} rows but "
                        f"targets have {t.shape[0]}.")
+    x = _validation.check_feature_values(x, "logme", scale_invariant=False)
     t = t.astype(x.dtype)
+    if not isinstance(labels, jax.Array):
+      t = _validation.place_like_samples(t, x)
   else:
     enc = _validation.encode_labels(labels, x.shape[0])
-    t = stats.one_hot(jnp.asarray(enc.codes), enc.num_classes, x.dtype)
+    x = _validation.check_feature_values(x, "logme", scale_invariant=False)
+    t = stats.one_hot(_validation.place_like_samples(enc.codes, x),
+                      enc.num_classes, x.dtype)
   return _validation.check_finite_score(_logme_jit(x, t), "logme")

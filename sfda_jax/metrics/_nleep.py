@@ -13,7 +13,13 @@ scikit-learn) and Lloyd iterations (``lax.while_loop``, at most 300, tolerance
 ``1e-4 * mean variance``), then EM in a ``lax.while_loop``. Components are
 processed in batches with ``lax.map`` so memory stays at a few ``[N, d]``
 blocks. The result is stochastic through its initialisation: ``seed`` selects
-it, and the score agrees with scikit-learn's in distribution over seeds.
+it (bit-identical scores for the same seed and input on the same backend),
+and the score agrees with scikit-learn's in distribution over seeds.
+
+Sharded input: the PCA (centring, covariance, projection) runs data-parallel
+on features sharded over samples; the reduced ``[N, d]`` matrix is then
+gathered onto one device for k-means++ and EM, whose seeding is sequential
+and global (see :func:`_validation.gather_if_sharded`).
 """
 
 from __future__ import annotations
@@ -192,7 +198,8 @@ def nleep(features: Any, labels: Any, seed: int = 0,
     features: ``[N, D]``.
     labels: ``[N]`` class ids (any; remapped).
     seed: seeds the k-means++ initialisation of the mixture (the score is
-      stochastic through it; fix it for reproducibility).
+      stochastic through it; the same seed and input give bit-identical
+      scores on the same backend).
     variance: fraction of variance the PCA keeps (0.8 in the protocol).
     components_per_class: mixture components per target class (5).
   """
@@ -200,16 +207,20 @@ def nleep(features: Any, labels: Any, seed: int = 0,
     raise ValueError(f"variance must be in (0, 1], got {variance}.")
   x = _validation.check_features(features)
   enc = _validation.encode_labels(labels, x.shape[0])
+  x = _validation.check_feature_values(x, "nleep", scale_invariant=False)
   num_components = components_per_class * enc.num_classes
   if num_components > x.shape[0]:
     raise ValueError(
         f"nleep fits {components_per_class} x {enc.num_classes} = "
         f"{num_components} mixture components but there are only "
         f"{x.shape[0]} samples.")
-  xc, w, basis = _pca_spectrum(x)
-  k = pca_num_components(np.asarray(w), variance)
-  z = stats.matmul(xc, basis[:, :k])
+  xc, w, basis = _pca_spectrum(x)                 # data-parallel if sharded
+  k = pca_num_components(_validation.fetch(w), variance)
+  z = _validation.gather_if_sharded(stats.matmul(xc, basis[:, :k]))
+  codes = jax.device_put(enc.codes, next(iter(z.sharding.device_set))) if (
+      len(z.sharding.device_set) == 1) else _validation.place_like_samples(
+          enc.codes, z)
   return _validation.check_finite_score(
-      _nleep_jit(jax.random.PRNGKey(seed), z, jnp.asarray(enc.codes),
+      _nleep_jit(jax.random.PRNGKey(seed), z, codes,
                  num_classes=enc.num_classes,
                  components_per_class=components_per_class), "nleep")

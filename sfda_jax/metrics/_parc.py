@@ -13,6 +13,11 @@ one-hot labels (``0`` for a same-class pair, ``1 + 1/(K-1)`` otherwise).
 Memory is ``O(n^2)``: above ``max_samples`` (default 5000, i.e. 12.5 M pairs)
 a class-stratified subsample, deterministic for ``seed``, is scored instead.
 Spearman ranks average ties, as ``scipy.stats.spearmanr``.
+
+Sharded input: the centring and PCA run data-parallel on features sharded over
+samples; the reduced ``[n, pca_dim]`` matrix is then gathered onto one device
+for the pairwise step (an ``n x n`` comparison and a global sort of its pairs
+are inherently global; see :func:`_validation.gather_if_sharded`).
 """
 
 from __future__ import annotations
@@ -52,18 +57,30 @@ def _average_ranks(v: jax.Array) -> jax.Array:
                                          unique_indices=True)
 
 
-def parc_core(x: jax.Array, labels: jax.Array, num_classes: int,
-              pca_dim: int = 32) -> jax.Array:
-  """PARC on validated inputs (pure, jittable, vmappable over ``x``)."""
+def _reduce(x: jax.Array, pca_dim: int) -> jax.Array:
+  """Centred features projected on their top ``pca_dim`` principal axes."""
   n, d = x.shape
   xc = x - x.mean(axis=0)
   if d > pca_dim:
     _, basis = stats.principal_basis(stats.gram(xc) / n)
     xc = stats.matmul(xc, basis[:, :pca_dim])
+  return xc
+
+
+def parc_core(x: jax.Array, labels: jax.Array, num_classes: int,
+              pca_dim: int = 32) -> jax.Array:
+  """PARC on validated inputs (pure, jittable, vmappable over ``x``)."""
+  del num_classes  # static for a uniform kernel signature; not needed
+  return _pairwise(_reduce(x, pca_dim), labels)
+
+
+def _pairwise(xc: jax.Array, labels: jax.Array) -> jax.Array:
+  """PARC from centred, reduced features ``[n, d]`` (the global step)."""
+  n = xc.shape[0]
   # A column is constant when its std is at rounding level relative to the
   # largest (directions beyond the data's rank when N <= pca_dim); it stays 0.
   std = jnp.sqrt(jnp.mean(xc * xc, axis=0))
-  live = std > jnp.sqrt(jnp.finfo(x.dtype).eps) * jnp.max(std)
+  live = std > jnp.sqrt(jnp.finfo(xc.dtype).eps) * jnp.max(std)
   z = jnp.where(live, xc / jnp.where(live, std, 1.0), 0.0)
   zc = z - z.mean(axis=1, keepdims=True)
   norm = jnp.linalg.norm(zc, axis=1, keepdims=True)
@@ -73,7 +90,7 @@ def parc_core(x: jax.Array, labels: jax.Array, num_classes: int,
   # Label dissimilarity takes two values: ties get their average rank.
   same = (labels[:, None] == labels[None, :])[iu]
   num_pairs = same.shape[0]
-  num_same = jnp.sum(same).astype(x.dtype)
+  num_same = jnp.sum(same).astype(xc.dtype)
   rank_y = jnp.where(same, (num_same + 1.0) / 2.0,
                      num_same + (num_pairs - num_same + 1.0) / 2.0)
   rank_f = _average_ranks(dist_f)
@@ -86,6 +103,8 @@ def parc_core(x: jax.Array, labels: jax.Array, num_classes: int,
 
 
 _parc_jit = jax.jit(parc_core, static_argnames=("num_classes", "pca_dim"))
+_reduce_jit = jax.jit(_reduce, static_argnames="pca_dim")
+_pairwise_jit = jax.jit(_pairwise)
 
 
 def stratified_subsample(codes: np.ndarray, max_samples: int, seed: int
@@ -131,11 +150,22 @@ def parc(features: Any, labels: Any, pca_dim: int = 32,
   if max_samples < 4:
     raise ValueError(f"max_samples must be >= 4, got {max_samples}.")
   x = _validation.check_features(features)
+  if x.shape[1] < 2:
+    raise ValueError(
+        f"parc needs at least 2 feature dimensions, got {x.shape[1]}: its "
+        "feature dissimilarity is 1 - the correlation between two samples' "
+        "feature vectors, undefined for 1-D features.")
   enc = _validation.encode_labels(labels, x.shape[0])
+  x = _validation.check_feature_values(x, "parc", scale_invariant=True)
   keep = stratified_subsample(enc.codes, max_samples, seed)
   codes = enc.codes[keep]
   if keep.shape[0] != x.shape[0]:
     x = x[jnp.asarray(keep)]
-  return _validation.check_finite_score(
-      _parc_jit(x, jnp.asarray(codes), num_classes=enc.num_classes,
-                pca_dim=pca_dim), "parc")
+  if len(x.sharding.device_set) > 1:
+    # Data-parallel PCA, then the global pairwise step on one device.
+    z = _validation.gather_if_sharded(_reduce_jit(x, pca_dim=pca_dim))
+    score = _pairwise_jit(z, jnp.asarray(codes))
+  else:
+    score = _parc_jit(x, jnp.asarray(codes), num_classes=enc.num_classes,
+                      pca_dim=pca_dim)
+  return _validation.check_finite_score(score, "parc")

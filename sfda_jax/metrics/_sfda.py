@@ -196,9 +196,11 @@ def sfda_fit(features: Any, labels: Any,
   enc = _validation.encode_labels(labels, x.shape[0])
   if shrinkage is not None and not 0.0 <= float(shrinkage) <= 1.0:
     raise ValueError(f"shrinkage must be in [0, 1] or None, got {shrinkage}.")
-  state = _fit_jit(x, jnp.asarray(enc.codes), num_classes=enc.num_classes,
-                   shrinkage=shrinkage, eigen=True)
-  if not bool(jnp.all(jnp.isfinite(state.coef))):
+  x = _validation.check_feature_values(x, "sfda_fit", scale_invariant=False)
+  state = _fit_jit(x, _validation.place_like_samples(enc.codes, x),
+                   num_classes=enc.num_classes, shrinkage=shrinkage,
+                   eigen=True)
+  if not _validation.fetch(jnp.all(jnp.isfinite(state.coef))):
     raise ValueError("sfda_fit: the shrunk within-class scatter could not be "
                      "factorised (numerically singular).")
   return state._replace(classes=enc.classes)

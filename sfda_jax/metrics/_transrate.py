@@ -101,6 +101,7 @@ def transrate(features: Any, labels: Any, eps: float = 1e-4) -> float:
     raise ValueError(f"eps must be > 0, got {eps}.")
   x = _validation.check_features(features)
   enc = _validation.encode_labels(labels, x.shape[0])
+  x = _validation.check_feature_values(x, "transrate", scale_invariant=False)
   index, valid = class_index_table(enc.codes, enc.num_classes)
   return _validation.check_finite_score(
       _transrate_jit(x, jnp.asarray(index), jnp.asarray(valid),

@@ -62,9 +62,11 @@ def check_features(features: Any, name: str = "features") -> jax.Array:
     raise ValueError(f"{name} is empty (shape {tuple(arr.shape)}).")
   if np.issubdtype(np.dtype(arr.dtype), np.complexfloating):
     raise ValueError(f"{name} must be real-valued, got dtype {arr.dtype}.")
+  # A jax.Array (sharded or not) is converted and checked where it lives:
+  # only scalars come back to the host, never the [N, D] matrix.
   x = jnp.asarray(arr, dtype=compute_dtype(arr.dtype))
-  if not bool(jnp.isfinite(x).all()):
-    bad = int(jnp.size(x) - jnp.isfinite(x).sum())
+  if not fetch(jnp.isfinite(x).all()):
+    bad = int(fetch(jnp.size(x) - jnp.isfinite(x).sum()))
     raise ValueError(
         f"{name} contains {bad} NaN or Inf value(s) (after conversion to "
         f"{x.dtype}); remove or impute them before scoring.")
@@ -136,18 +138,25 @@ def encode_labels(labels: Any, num_samples: int | None = None,
 
 def check_source_probs(source_probs: Any, num_samples: int,
                        atol: float = 1e-3) -> jax.Array:
-  """Validates ``[N, Z]`` source-model probabilities (each row a distribution)."""
+  """Validates ``[N, Z]`` source-model probabilities (each row a distribution).
+
+  Rows must sum to 1 within ``atol``, widened to twice the machine epsilon
+  of a half-precision input (a bfloat16 row's rounding alone is ~4e-3).
+  """
+  in_dtype = getattr(source_probs, "dtype", None)
   theta = check_features(source_probs, name="source_probs")
+  if in_dtype is not None and jnp.issubdtype(in_dtype, jnp.floating):
+    atol = max(atol, 2.0 * float(jnp.finfo(in_dtype).eps))
   if theta.shape[0] != num_samples:
     raise ValueError(
         f"length mismatch: source_probs has {theta.shape[0]} rows but labels "
         f"has {num_samples} entries.")
-  if bool((theta < 0).any()):
+  if fetch((theta < 0).any()):
     raise ValueError(
         "source_probs has negative entries: pass probabilities "
         "(e.g. jax.nn.softmax(source_logits)), not logits.")
   row_sums = theta.sum(axis=1)
-  worst = float(jnp.max(jnp.abs(row_sums - 1.0)))
+  worst = float(fetch(jnp.max(jnp.abs(row_sums - 1.0))))
   if worst > atol:
     raise ValueError(
         f"source_probs rows must sum to 1 (worst row sums to 1 {worst:+.3g}); "
@@ -155,9 +164,121 @@ def check_source_probs(source_probs: Any, num_samples: int,
   return theta
 
 
+def fetch(value: Any) -> Any:
+  """Explicit device-to-host copy of a small result (a scalar or a short
+  vector) as NumPy; the only way validation reads device data back."""
+  return np.asarray(jax.device_get(value))
+
+
+@jax.jit
+def _value_summary(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(max |x|, max over columns of (max - min))``: two on-device reductions
+  (data-parallel on a sharded ``x``)."""
+  amax = jnp.max(jnp.abs(x))
+  spread = jnp.max(jnp.max(x, axis=0) - jnp.min(x, axis=0))
+  return amax, spread
+
+
+def magnitude_range(dtype, feature_dim: int) -> tuple[float, float]:
+  """``(lo, hi)``: the magnitudes of feature values whose fourth powers (times
+  ``D^2``, as in a power iteration on a scatter matrix) stay finite and
+  normal in ``dtype``, with a factor 4 of margin on each side."""
+  info = jnp.finfo(dtype)
+  root_d = float(np.sqrt(feature_dim))
+  return (4.0 * float(info.tiny) ** 0.25,
+          float(info.max) ** 0.25 / (4.0 * root_d))
+
+
+def check_feature_values(x: jax.Array, metric: str,
+                         scale_invariant: bool) -> jax.Array:
+  """Rejects constant features and magnitudes the computation cannot hold.
+
+  Args:
+    x: validated features ``[N, D]`` (from :func:`check_features`).
+    metric: the metric's name, for messages.
+    scale_invariant: whether the metric's score is unchanged when ``x`` is
+      multiplied by a positive constant (H-score, regularized H-score, GBC,
+      PARC). Such a metric gets ``x`` rescaled by an exact power of two when
+      its magnitude is out of range (same score, no overflow); any other
+      metric raises instead.
+
+  Returns:
+    ``x``, or ``x * 2**k`` (scale-invariant metrics with out-of-range values).
+
+  Raises:
+    ValueError: every row is identical (no variance: nothing to score), or
+      the values are too large or too small for ``x.dtype`` and the metric is
+      not scale invariant.
+  """
+  amax, spread = (float(v) for v in fetch(_value_summary(x)))
+  if spread == 0.0:
+    raise ValueError(
+        f"{metric}: features are constant (every sample has the same feature "
+        "vector, zero variance in every dimension); there is nothing to "
+        "score.")
+  lo, hi = magnitude_range(x.dtype, x.shape[1])
+  if lo <= spread and amax <= hi:
+    return x
+  if scale_invariant:
+    scaled_spread = spread / amax
+    if scaled_spread >= lo:
+      exponent = -int(np.floor(np.log2(amax)))
+      return x * jnp.asarray(2.0 ** exponent, x.dtype)
+  problem = ("too large" if amax > hi else "too small")
+  raise ValueError(
+      f"{metric}: feature values are {problem} for {np.dtype(x.dtype).name} "
+      f"(largest magnitude {amax:.3g}, largest per-dimension range "
+      f"{spread:.3g}; supported about [{lo:.2g}, {hi:.2g}]): second- and "
+      "fourth-order statistics would overflow or underflow. Rescale the "
+      "features (e.g. standardise them) or enable "
+      "jax.config.update('jax_enable_x64', True).")
+
+
+def place_like_samples(values: Any, x: jax.Array) -> jax.Array:
+  """``values`` (``[N, ...]``, e.g. label codes) as a device array laid out
+  like ``x``'s sample axis.
+
+  When ``x`` is sharded over samples by a ``NamedSharding``, ``values`` gets
+  the same partitioning of its first axis (the rest replicated), so a jitted
+  kernel sees both sharded alike and stays data-parallel; otherwise it is a
+  plain ``jnp.asarray``.
+  """
+  sharding = getattr(x, "sharding", None)
+  if (isinstance(sharding, jax.sharding.NamedSharding)
+      and len(sharding.spec) > 0 and sharding.spec[0] is not None):
+    arr = np.asarray(values)
+    spec = jax.sharding.PartitionSpec(sharding.spec[0],
+                                      *([None] * (arr.ndim - 1)))
+    return jax.device_put(arr, jax.sharding.NamedSharding(sharding.mesh, spec))
+  return jnp.asarray(values)
+
+
+def gather_if_sharded(x: jax.Array) -> jax.Array:
+  """``x`` on one device when it is spread over several.
+
+  For the metrics whose algorithm is inherently global (NLEEP's mixture fit,
+  PARC's ``N x N`` comparison), run after their data-parallel reduction step.
+  In a single process the array moves device to device onto the lowest-id
+  device holding a shard (never through the host); with several processes
+  (``jax.distributed``) it is replicated over its mesh instead, so every
+  process computes the same global step.
+  """
+  sharding = getattr(x, "sharding", None)
+  if sharding is None or len(sharding.device_set) <= 1:
+    return x
+  if jax.process_count() == 1:
+    return jax.device_put(x, min(sharding.device_set, key=lambda d: d.id))
+  if not isinstance(sharding, jax.sharding.NamedSharding):
+    raise ValueError("multi-process input must be sharded with a "
+                     "jax.sharding.NamedSharding.")
+  replicated = jax.sharding.NamedSharding(sharding.mesh,
+                                          jax.sharding.PartitionSpec())
+  return jax.jit(lambda a: a, out_shardings=replicated)(x)
+
+
 def check_finite_score(value: jax.Array, metric: str, hint: str = "") -> float:
   """Raises ValueError instead of returning a NaN/Inf score."""
-  v = float(value)
+  v = float(fetch(value))
   if not np.isfinite(v):
     raise ValueError(
         f"{metric} produced a non-finite score ({v}) on this input. {hint}".strip())
@@ -165,11 +286,19 @@ def check_finite_score(value: jax.Array, metric: str, hint: str = "") -> float:
 
 
 def score_classification(kernel, name: str, features: Any, labels: Any,
-                         hint: str = "", **static: Any) -> float:
+                         hint: str = "", scale_invariant: bool = False,
+                         **static: Any) -> float:
   """Validates ``(features, labels)``, runs a jitted ``kernel(x, codes,
-  num_classes=K, **static)`` and returns its score as a finite float."""
+  num_classes=K, **static)`` and returns its score as a finite float.
+
+  Features given as a ``jax.Array`` stay on their devices (a sharded array
+  stays sharded; the codes are laid out like its sample axis), so the kernel
+  runs data-parallel. ``scale_invariant`` is passed to
+  :func:`check_feature_values`.
+  """
   x = check_features(features)
   enc = encode_labels(labels, x.shape[0])
-  score = kernel(x, jnp.asarray(enc.codes), num_classes=enc.num_classes,
-                 **static)
+  x = check_feature_values(x, name, scale_invariant)
+  score = kernel(x, place_like_samples(enc.codes, x),
+                 num_classes=enc.num_classes, **static)
   return check_finite_score(score, name, hint)
