@@ -13,6 +13,10 @@ Variance floor (a documented choice; the paper leaves it open): every
 per-class variance gets ``reg * mean_d Var(X)_d`` added (``reg = 1e-6``), so a
 dimension that is constant inside a class does not produce ``log 0``; the
 floor is relative, so the score is invariant to rescaling the features.
+
+The score needs only class means, per-class variances and the global
+variances of the (projected) features: :func:`gbc_from_stats` is shared by
+the in-memory kernel and ``sfda_jax.streaming.gbc``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from jax import lax
 from sfda_jax.metrics import _validation
 from sfda_jax.metrics import stats
 
-__all__ = ["gbc", "gbc_core"]
+__all__ = ["gbc", "gbc_core", "gbc_from_stats"]
 
 _GAUSSIAN_TYPES = ("diagonal", "spherical")
 
@@ -44,6 +48,25 @@ def gbc_core(x: jax.Array, labels: jax.Array, num_classes: int,
   y = stats.one_hot(labels, num_classes, x.dtype)
   var = stats.matmul(y.T, centred * centred) / counts[:, None]     # [K, D]
   global_var = jnp.mean((x - x.mean(axis=0)) ** 2, axis=0)
+  return gbc_from_stats(means, var, global_var, gaussian_type, reg)
+
+
+def gbc_from_stats(means: jax.Array, var: jax.Array, global_var: jax.Array,
+                   gaussian_type: str = "diagonal", reg: float = 1e-6
+                   ) -> jax.Array:
+  """GBC from class statistics (pure, jittable).
+
+  Args:
+    means: class means ``[K, D]``.
+    var: biased per-class variances ``[K, D]``.
+    global_var: biased variances of all samples ``[D]`` (sets the floor).
+    gaussian_type: ``"diagonal"`` or ``"spherical"`` (static).
+    reg: relative variance floor (static).
+
+  Returns:
+    ``- sum_{k != l} BC(k, l)`` (scalar).
+  """
+  num_classes = means.shape[0]
   var = var + reg * jnp.mean(global_var)
   if gaussian_type == "spherical":
     var = jnp.broadcast_to(var.mean(axis=1, keepdims=True), var.shape)
