@@ -19,6 +19,7 @@ from sfda_jax.metrics import (SFDAState, confmix, gbc, hscore, leep, logme,
                               nce, nleep, parc, regularized_hscore, sfda,
                               sfda_fit, sfda_predict_proba, sfda_transform,
                               transrate)
+from sfda_jax import streaming
 from sfda_jax.ranking import (ALL_METRICS, FEATURE_METRICS, SOURCE_METRICS,
                               agreement, score_models)
 
@@ -28,5 +29,5 @@ __all__ = [
     "ALL_METRICS", "FEATURE_METRICS", "SOURCE_METRICS", "SFDAState",
     "agreement", "confmix", "gbc", "hscore", "leep", "logme", "nce", "nleep",
     "parc", "regularized_hscore", "score_models", "sfda", "sfda_fit",
-    "sfda_predict_proba", "sfda_transform", "transrate",
+    "sfda_predict_proba", "sfda_transform", "streaming", "transrate",
 ]

@@ -39,7 +39,8 @@ import tqdm
 from sfda_jax import atomic
 from sfda_jax.backbones.base import Backbone
 
-__all__ = ["FeatureResult", "extract", "default_cache_dir", "cache_key"]
+__all__ = ["FeatureResult", "extract", "feature_batches", "default_cache_dir",
+           "cache_key"]
 
 CACHE_FORMAT = 1
 
@@ -145,6 +146,33 @@ def _padded(batches: Iterator, batch_size: int) -> Iterator:
     yield images, labels, n
 
 
+def feature_batches(backbone: Backbone, dataset: Any, batch_size: int,
+                    start_batch: int = 0
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray | None,
+                                        np.ndarray]]:
+  """Runs the backbone over the dataset's batches, one batch at a time.
+
+  Every batch is zero-padded to ``batch_size`` rows before the jitted call
+  (one compilation), and the padding is cut off the outputs.
+
+  Args:
+    backbone: from :func:`sfda_jax.backbones.get`.
+    dataset: anything with ``batches(preprocessing, batch_size)``.
+    batch_size: images per jitted call.
+    start_batch: skip this many batches (resuming).
+
+  Yields:
+    ``(features [n, D], source logits [n, Z] or None, labels [n])`` as host
+    arrays, ``n <= batch_size``.
+  """
+  batches = itertools.islice(
+      dataset.batches(backbone.preprocessing, batch_size), start_batch, None)
+  for images, y, n in _padded(batches, batch_size):
+    f, z = backbone(jnp.asarray(images))
+    yield (np.asarray(f)[:n], None if z is None else np.asarray(z)[:n],
+           np.asarray(y))
+
+
 def extract(backbone: Backbone, dataset: Any, batch_size: int = 64,
             cache_dir: str | None = None, use_cache: bool = True,
             checkpoint_every: int = 4096, progress: bool = True
@@ -203,17 +231,14 @@ def extract(backbone: Backbone, dataset: Any, batch_size: int = 64,
   start = time.perf_counter()
   bar = tqdm.tqdm(total=total, initial=done, unit="img", disable=not progress,
                   desc=f"{backbone.name}", dynamic_ncols=True)
-  batches = itertools.islice(
-      dataset.batches(backbone.preprocessing, batch_size), start_batch, None)
   chunk_f, chunk_l, chunk_y, chunk_n = [], [], [], 0
   try:
-    for images, y, n in _padded(batches, batch_size):
-      f, z = backbone(jnp.asarray(images))
-      chunk_f.append(np.asarray(f)[:n])
-      chunk_l.append(None if z is None else np.asarray(z)[:n])
-      chunk_y.append(np.asarray(y))
+    for f, z, y in feature_batches(backbone, dataset, batch_size, start_batch):
+      chunk_f.append(f)
+      chunk_l.append(z)
+      chunk_y.append(y)
       chunk_n += 1
-      bar.update(n)
+      bar.update(f.shape[0])
       if chunk_n == chunk_batches:
         _flush(chunk_f, chunk_l, chunk_y, chunk_n, feats, logits, labels,
                partial_dir if use_cache else None, key)

@@ -87,6 +87,18 @@ def gbc_from_stats(means: jax.Array, var: jax.Array, global_var: jax.Array,
   return -jnp.sum(jnp.where(off_diagonal, bc, 0.0))
 
 
+def check_options(gaussian_type: str, pca_dim: int | None, reg: float) -> None:
+  """Raises ValueError for an unknown ``gaussian_type``, a ``pca_dim`` that is
+  not a positive int or ``None``, or ``reg <= 0``."""
+  if gaussian_type not in _GAUSSIAN_TYPES:
+    raise ValueError(f"gaussian_type must be one of {_GAUSSIAN_TYPES}, got "
+                     f"{gaussian_type!r}.")
+  if pca_dim is not None and (not isinstance(pca_dim, int) or pca_dim < 1):
+    raise ValueError(f"pca_dim must be a positive int or None, got {pca_dim!r}.")
+  if not reg > 0:
+    raise ValueError(f"reg must be > 0, got {reg}.")
+
+
 _gbc_jit = jax.jit(gbc_core, static_argnames=("num_classes", "gaussian_type",
                                               "pca_dim", "reg"))
 
@@ -111,13 +123,7 @@ def gbc(features: Any, labels: Any, gaussian_type: str = "diagonal",
     >>> sfda_jax.gbc(x, y) > sfda_jax.gbc(x, rng.permutation(y))
     True
   """
-  if gaussian_type not in _GAUSSIAN_TYPES:
-    raise ValueError(f"gaussian_type must be one of {_GAUSSIAN_TYPES}, got "
-                     f"{gaussian_type!r}.")
-  if pca_dim is not None and (not isinstance(pca_dim, int) or pca_dim < 1):
-    raise ValueError(f"pca_dim must be a positive int or None, got {pca_dim!r}.")
-  if not reg > 0:
-    raise ValueError(f"reg must be > 0, got {reg}.")
+  check_options(gaussian_type, pca_dim, reg)
   return _validation.score_classification(
       _gbc_jit, "gbc", features, labels, gaussian_type=gaussian_type,
       pca_dim=pca_dim, reg=float(reg))

@@ -231,12 +231,14 @@ def class_moments(x: jax.Array, labels: jax.Array, num_classes: int
 
   Args:
     x: features ``[n, D]``.
-    labels: integer codes ``[n]`` in ``[0, K)``; classes may be absent.
+    labels: integer codes ``[n]`` in ``[0, K)``; classes may be absent. A
+      negative code marks a padding row, which is ignored (so blocks of
+      different sizes can be padded to one shape and share one compilation).
     num_classes: ``K`` (static).
   """
-  means, counts = class_means(x, labels, num_classes)
+  means, counts = class_means(x, labels, num_classes)     # one_hot(-1) = 0
   means = jnp.where(counts[:, None] > 0, means, 0.0)       # absent: 0/0
-  xc = x - means[labels]
+  xc = jnp.where((labels >= 0)[:, None], x - means[labels], 0.0)
   y = one_hot(labels, num_classes, x.dtype)
   return ClassMoments(counts=counts, means=means, scatter=gram(xc),
                       sq_dev=matmul(y.T, xc * xc))
