@@ -19,6 +19,7 @@ from sfda_jax.metrics import (SFDAState, confmix, gbc, hscore, leep, logme,
                               nce, nleep, parc, regularized_hscore, sfda,
                               sfda_fit, sfda_predict_proba, sfda_transform,
                               transrate)
+from sfda_jax import streaming
 from sfda_jax.sharding import sample_mesh, shard_samples
 from sfda_jax.ranking import (ALL_METRICS, FEATURE_METRICS, SOURCE_METRICS,
                               agreement, score_models)
@@ -28,7 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ALL_METRICS", "FEATURE_METRICS", "SOURCE_METRICS", "SFDAState",
     "agreement", "confmix", "gbc", "hscore", "leep", "logme", "nce", "nleep",
-    "parc", "regularized_hscore", "sample_mesh", "score_models",
-    "sfda", "sfda_fit", "shard_samples",
-    "sfda_predict_proba", "sfda_transform", "transrate",
+    "parc", "regularized_hscore", "sample_mesh", "score_models", "sfda",
+    "sfda_fit", "sfda_predict_proba", "sfda_transform", "shard_samples",
+    "streaming", "transrate",
 ]

@@ -47,7 +47,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from sfda_jax import atomic
 from sfda_jax.backbones.base import Backbone
 
-__all__ = ["FeatureResult", "extract", "default_cache_dir", "cache_key"]
+__all__ = ["FeatureResult", "extract", "feature_batches", "default_cache_dir",
+           "cache_key"]
 
 CACHE_FORMAT = 1
 
@@ -176,6 +177,37 @@ def _runner(backbone: Backbone, batch_size: int, data_parallel: bool):
   return run, padded
 
 
+def feature_batches(backbone: Backbone, dataset: Any, batch_size: int,
+                    start_batch: int = 0, data_parallel: bool = True
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray | None,
+                                        np.ndarray]]:
+  """Runs the backbone over the dataset's batches, one batch at a time.
+
+  Every batch is zero-padded to ``batch_size`` rows (rounded up to a
+  multiple of the device count when several local devices share the batch,
+  see ``data_parallel``) before the jitted call (one compilation), and the
+  padding is cut off the outputs.
+
+  Args:
+    backbone: from :func:`sfda_jax.backbones.get`.
+    dataset: anything with ``batches(preprocessing, batch_size)``.
+    batch_size: images per jitted call.
+    start_batch: skip this many batches (resuming).
+    data_parallel: with several local devices, shard each batch over them.
+
+  Yields:
+    ``(features [n, D], source logits [n, Z] or None, labels [n])`` as host
+    arrays, ``n <= batch_size``.
+  """
+  batches = itertools.islice(
+      dataset.batches(backbone.preprocessing, batch_size), start_batch, None)
+  run, run_batch = _runner(backbone, batch_size, data_parallel)
+  for images, y, n in _padded(batches, run_batch):
+    f, z = run(images)
+    yield (np.asarray(f)[:n], None if z is None else np.asarray(z)[:n],
+           np.asarray(y))
+
+
 def extract(backbone: Backbone, dataset: Any, batch_size: int = 64,
             cache_dir: str | None = None, use_cache: bool = True,
             checkpoint_every: int = 4096, progress: bool = True,
@@ -236,18 +268,15 @@ def extract(backbone: Backbone, dataset: Any, batch_size: int = 64,
   start = time.perf_counter()
   bar = tqdm.tqdm(total=total, initial=done, unit="img", disable=not progress,
                   desc=f"{backbone.name}", dynamic_ncols=True)
-  batches = itertools.islice(
-      dataset.batches(backbone.preprocessing, batch_size), start_batch, None)
-  run, run_batch = _runner(backbone, batch_size, data_parallel)
   chunk_f, chunk_l, chunk_y, chunk_n = [], [], [], 0
   try:
-    for images, y, n in _padded(batches, run_batch):
-      f, z = run(images)
-      chunk_f.append(np.asarray(f)[:n])
-      chunk_l.append(None if z is None else np.asarray(z)[:n])
-      chunk_y.append(np.asarray(y))
+    for f, z, y in feature_batches(backbone, dataset, batch_size,
+                                     start_batch, data_parallel):
+      chunk_f.append(f)
+      chunk_l.append(z)
+      chunk_y.append(y)
       chunk_n += 1
-      bar.update(n)
+      bar.update(f.shape[0])
       if chunk_n == chunk_batches:
         _flush(chunk_f, chunk_l, chunk_y, chunk_n, feats, logits, labels,
                partial_dir if use_cache else None, key)

@@ -13,6 +13,10 @@ Variance floor (a documented choice; the paper leaves it open): every
 per-class variance gets ``reg * mean_d Var(X)_d`` added (``reg = 1e-6``), so a
 dimension that is constant inside a class does not produce ``log 0``; the
 floor is relative, so the score is invariant to rescaling the features.
+
+The score needs only class means, per-class variances and the global
+variances of the (projected) features: :func:`gbc_from_stats` is shared by
+the in-memory kernel and ``sfda_jax.streaming.gbc``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from jax import lax
 from sfda_jax.metrics import _validation
 from sfda_jax.metrics import stats
 
-__all__ = ["gbc", "gbc_core"]
+__all__ = ["gbc", "gbc_core", "gbc_from_stats"]
 
 _GAUSSIAN_TYPES = ("diagonal", "spherical")
 
@@ -44,6 +48,25 @@ def gbc_core(x: jax.Array, labels: jax.Array, num_classes: int,
   y = stats.one_hot(labels, num_classes, x.dtype)
   var = stats.matmul(y.T, centred * centred) / counts[:, None]     # [K, D]
   global_var = jnp.mean((x - x.mean(axis=0)) ** 2, axis=0)
+  return gbc_from_stats(means, var, global_var, gaussian_type, reg)
+
+
+def gbc_from_stats(means: jax.Array, var: jax.Array, global_var: jax.Array,
+                   gaussian_type: str = "diagonal", reg: float = 1e-6
+                   ) -> jax.Array:
+  """GBC from class statistics (pure, jittable).
+
+  Args:
+    means: class means ``[K, D]``.
+    var: biased per-class variances ``[K, D]``.
+    global_var: biased variances of all samples ``[D]`` (sets the floor).
+    gaussian_type: ``"diagonal"`` or ``"spherical"`` (static).
+    reg: relative variance floor (static).
+
+  Returns:
+    ``- sum_{k != l} BC(k, l)`` (scalar).
+  """
+  num_classes = means.shape[0]
   var = var + reg * jnp.mean(global_var)
   if gaussian_type == "spherical":
     var = jnp.broadcast_to(var.mean(axis=1, keepdims=True), var.shape)
@@ -62,6 +85,18 @@ def gbc_core(x: jax.Array, labels: jax.Array, num_classes: int,
   # afterwards would cancel K against a sum that can be ~1e-4 in float32.
   off_diagonal = ~jnp.eye(num_classes, dtype=bool)
   return -jnp.sum(jnp.where(off_diagonal, bc, 0.0))
+
+
+def check_options(gaussian_type: str, pca_dim: int | None, reg: float) -> None:
+  """Raises ValueError for an unknown ``gaussian_type``, a ``pca_dim`` that is
+  not a positive int or ``None``, or ``reg <= 0``."""
+  if gaussian_type not in _GAUSSIAN_TYPES:
+    raise ValueError(f"gaussian_type must be one of {_GAUSSIAN_TYPES}, got "
+                     f"{gaussian_type!r}.")
+  if pca_dim is not None and (not isinstance(pca_dim, int) or pca_dim < 1):
+    raise ValueError(f"pca_dim must be a positive int or None, got {pca_dim!r}.")
+  if not reg > 0:
+    raise ValueError(f"reg must be > 0, got {reg}.")
 
 
 _gbc_jit = jax.jit(gbc_core, static_argnames=("num_classes", "gaussian_type",
@@ -88,13 +123,7 @@ def gbc(features: Any, labels: Any, gaussian_type: str = "diagonal",
     >>> sfda_jax.gbc(x, y) > sfda_jax.gbc(x, rng.permutation(y))
     True
   """
-  if gaussian_type not in _GAUSSIAN_TYPES:
-    raise ValueError(f"gaussian_type must be one of {_GAUSSIAN_TYPES}, got "
-                     f"{gaussian_type!r}.")
-  if pca_dim is not None and (not isinstance(pca_dim, int) or pca_dim < 1):
-    raise ValueError(f"pca_dim must be a positive int or None, got {pca_dim!r}.")
-  if not reg > 0:
-    raise ValueError(f"reg must be > 0, got {reg}.")
+  check_options(gaussian_type, pca_dim, reg)
   return _validation.score_classification(
       _gbc_jit, "gbc", features, labels, scale_invariant=True,
       gaussian_type=gaussian_type,

@@ -12,6 +12,11 @@ between-class scatter ``sum_k pi_k (mu_k - mu)(mu_k - mu)^T``, so the trace is
 eigenvalues below ``D * eps(dtype) * max``. The regularized version replaces
 ``Cov(X)`` by its Ledoit-Wolf estimate ``C_a`` with shrinkage ``a`` and scales
 ``Cov(G)`` by ``1 - a``.
+
+Both scores are functions of ``Cov(X)``, the class means and priors (and, for
+the Ledoit-Wolf intensity, ``sum_i |x_i - mu|^4``): :func:`hscore_from_stats`
+and :func:`regularized_hscore_from_stats` are shared by the in-memory kernels
+and ``sfda_jax.streaming``.
 """
 
 from __future__ import annotations
@@ -24,25 +29,45 @@ import jax.numpy as jnp
 from sfda_jax.metrics import _validation
 from sfda_jax.metrics import stats
 
-__all__ = ["hscore", "hscore_core", "regularized_hscore",
-           "regularized_hscore_core"]
+__all__ = ["hscore", "hscore_core", "hscore_from_stats", "regularized_hscore",
+           "regularized_hscore_core", "regularized_hscore_from_stats"]
 
 
-def _trace_pinv_between(cov: jax.Array, means: jax.Array, priors: jax.Array
-                        ) -> jax.Array:
-  """``tr(pinv(cov) Sb)`` with ``Sb`` the between-class scatter."""
+def hscore_from_stats(cov: jax.Array, means: jax.Array, priors: jax.Array
+                      ) -> jax.Array:
+  """H-score ``tr(pinv(cov) Sb)`` from statistics (pure, jittable).
+
+  Args:
+    cov: ``Cov(X)`` ``[D, D]``.
+    means: class means ``[K, D]``.
+    priors: class priors ``[K]``; ``Sb`` is the between-class scatter.
+  """
   inv_w, u = stats.pinv_eigh(cov)
   centred = means - priors @ means                                 # [K, D]
   proj = stats.matmul(centred, u)                                  # [K, D]
   return jnp.sum(priors[:, None] * proj * proj * inv_w[None, :])
 
 
+def regularized_hscore_from_stats(cov: jax.Array, shrinkage: jax.Array,
+                                  means: jax.Array, priors: jax.Array
+                                  ) -> jax.Array:
+  """``(1 - a) tr(pinv(C_a) Sb)`` with ``C_a`` = ``cov`` shrunk by ``a``.
+
+  Args:
+    cov: ``Cov(X)`` ``[D, D]``.
+    shrinkage: the Ledoit-Wolf intensity ``a`` (scalar).
+    means, priors: class means ``[K, D]`` and priors ``[K]``.
+  """
+  return (1.0 - shrinkage) * hscore_from_stats(
+      stats.shrink(cov, shrinkage), means, priors)
+
+
 def hscore_core(x: jax.Array, labels: jax.Array, num_classes: int
                 ) -> jax.Array:
   """H-score on validated inputs (pure, jittable, vmappable over ``x``)."""
   means, counts = stats.class_means(x, labels, num_classes)
-  return _trace_pinv_between(stats.total_scatter(x), means,
-                             counts / x.shape[0])
+  return hscore_from_stats(stats.total_scatter(x), means,
+                           counts / x.shape[0])
 
 
 def regularized_hscore_core(x: jax.Array, labels: jax.Array, num_classes: int
@@ -53,8 +78,7 @@ def regularized_hscore_core(x: jax.Array, labels: jax.Array, num_classes: int
   cov = stats.gram(xc) / n
   a = stats.ledoit_wolf_shrinkage(xc, cov)
   means, counts = stats.class_means(x, labels, num_classes)
-  return (1.0 - a) * _trace_pinv_between(stats.shrink(cov, a), means,
-                                         counts / n)
+  return regularized_hscore_from_stats(cov, a, means, counts / n)
 
 
 _hscore_jit = jax.jit(hscore_core, static_argnames="num_classes")

@@ -5,6 +5,13 @@ Transfer Learning." ICML 2021; fixed-point solver from "Ranking and Tuning
 Pre-trained Models: A New Paradigm for Exploiting Model Hubs" (arXiv
 2110.10545).
 
+Sufficient statistics: for ``N > D`` the score needs only ``F^T F`` ``[D, D]``,
+``F^T T`` ``[D, T]``, ``|t|^2`` per column and ``N`` (:func:`logme_from_gram`,
+shared with ``sfda_jax.streaming.logme``). For ``N <= D`` the in-memory path
+takes a thin SVD of ``F``; the Gram route gives the same spectrum when only
+the top ``rank = min(N, D)`` eigenvalues are kept (the other ``D - N`` are
+rounding noise of exact zeros).
+
 For each target column ``t`` (one-hot class indicator, or a regression target)
 a Bayesian linear model ``t ~ N(F w, 1/beta)``, ``w ~ N(0, 1/alpha)`` has its
 evidence maximised over ``(alpha, beta)`` by a fixed point run in the
@@ -29,25 +36,34 @@ import numpy as np
 from sfda_jax.metrics import _validation
 from sfda_jax.metrics import stats
 
-__all__ = ["logme", "logme_core"]
+__all__ = ["logme", "logme_core", "logme_from_gram"]
 
 _MAX_ITERS = 11
 _EPS = 1e-5
 
 
-def _spectrum(f: jax.Array, targets: jax.Array):
-  """Returns ``(sigma [k], x [k, T], mask [k])`` for ``F`` and targets ``T``."""
-  n, d = f.shape
-  if n > d:
-    evals, v = stats.eigh(stats.gram(f))
-    s = jnp.sqrt(jnp.maximum(evals, 0.0))
-    mask = s > 1e-10
-    proj = stats.matmul(v.T, stats.matmul(f.T, targets))           # s * u^T t
-    x = proj / jnp.where(mask, s, 1.0)[:, None]
-  else:
-    u, s, _ = stats.svd(f)
-    mask = s > 1e-10
-    x = stats.matmul(u.T, targets)
+def _spectrum_from_gram(gram: jax.Array, ft_t: jax.Array, rank: int):
+  """``(sigma [D], x [D, T], mask [D])`` from ``F^T F`` and ``F^T T``.
+
+  Keeps the top ``rank`` eigenvalues (``rank = min(N, D)``: ``F^T F`` has at
+  most ``N`` non-zero ones) whose square roots exceed ``1e-10``.
+  """
+  d = gram.shape[0]
+  evals, v = stats.eigh(gram)                                      # ascending
+  s = jnp.sqrt(jnp.maximum(evals, 0.0))
+  mask = (s > 1e-10) & (jnp.arange(d) >= d - rank)
+  proj = stats.matmul(v.T, ft_t)                                   # s * u^T t
+  x = proj / jnp.where(mask, s, 1.0)[:, None]
+  return _masked(s, x, mask)
+
+
+def _spectrum_svd(f: jax.Array, targets: jax.Array):
+  """``(sigma [k], x [k, T], mask [k])`` from a thin SVD of ``F`` (N <= D)."""
+  u, s, _ = stats.svd(f)
+  return _masked(s, stats.matmul(u.T, targets), s > 1e-10)
+
+
+def _masked(s, x, mask):
   x = jnp.where(mask[:, None], x, 0.0)
   sigma = jnp.where(mask, s * s, 0.0)
   return sigma, x, mask
@@ -94,8 +110,33 @@ def logme_core(f: jax.Array, targets: jax.Array) -> jax.Array:
   """
   n, d = f.shape
   targets = targets.astype(f.dtype)
-  sigma, x, mask = _spectrum(f, targets)
   t_sq = jnp.sum(targets * targets, axis=0)
+  if n > d:
+    return logme_from_gram(stats.gram(f), stats.matmul(f.T, targets), t_sq, n)
+  sigma, x, mask = _spectrum_svd(f, targets)
+  return _mean_evidence(sigma, mask, x, t_sq, n, d)
+
+
+def logme_from_gram(gram: jax.Array, ft_t: jax.Array, t_sq: jax.Array,
+                    n: int) -> jax.Array:
+  """LogME from sufficient statistics (pure, jittable).
+
+  Args:
+    gram: ``F^T F`` (uncentred), ``[D, D]``.
+    ft_t: ``F^T T``, ``[D, T]`` (for one-hot targets: the per-class feature
+      sums, transposed).
+    t_sq: ``|t|^2`` per target column, ``[T]`` (class counts for one-hot).
+    n: ``N`` (static).
+
+  Returns:
+    Mean evidence over the ``T`` columns (scalar).
+  """
+  d = gram.shape[0]
+  sigma, x, mask = _spectrum_from_gram(gram, ft_t, min(n, d))
+  return _mean_evidence(sigma, mask, x, t_sq, n, d)
+
+
+def _mean_evidence(sigma, mask, x, t_sq, n, d):
   ev = jax.vmap(_evidence, in_axes=(None, None, 1, 0, None, None))(
       sigma, mask, x, t_sq, n, d)
   return ev.mean()

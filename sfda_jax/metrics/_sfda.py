@@ -32,7 +32,8 @@ from sfda_jax.metrics import _validation
 from sfda_jax.metrics import stats
 
 __all__ = ["SFDAState", "sfda", "sfda_core", "sfda_fit", "sfda_fit_core",
-           "sfda_predict_proba", "sfda_transform", "confmix"]
+           "sfda_fit_from_stats", "sfda_predict_proba", "sfda_transform",
+           "confmix", "self_challenge", "true_class_probability"]
 
 
 class SFDAState(NamedTuple):
@@ -80,14 +81,38 @@ def sfda_fit_core(x: jax.Array, labels: jax.Array, num_classes: int,
   Returns:
     An :class:`SFDAState`.
   """
-  n, d = x.shape
   means, counts = stats.class_means(x, labels, num_classes)
-  priors = counts / n
   sw = stats.within_scatter(x, labels, means)
+  total = stats.total_scatter(x) if eigen else None
+  return sfda_fit_from_stats(means, counts, sw, shrinkage, total)
+
+
+def sfda_fit_from_stats(means: jax.Array, counts: jax.Array, sw: jax.Array,
+                        shrinkage: jax.Array | float | None = None,
+                        total: jax.Array | None = None) -> SFDAState:
+  """Fits SFDA's Fisher discriminant from class statistics (pure, jittable).
+
+  The one fitting routine: :func:`sfda_fit_core` (in memory) and
+  ``sfda_jax.streaming.sfda`` (statistics accumulated over chunks) both call
+  it.
+
+  Args:
+    means: class means ``[K, D]``.
+    counts: samples per class ``[K]`` (float).
+    sw: pooled within-class scatter ``Sw = sum_k pi_k Cov(X_k)``, ``[D, D]``.
+    shrinkage: ``None`` for the adaptive ``max(exp(-5 lambda_max(Sw)), 1e-10)``,
+      or a fixed intensity in ``[0, 1]``.
+    total: ``Cov(X)`` ``[D, D]`` to also solve the generalized eigenproblem
+      (``scalings``, needed by ``transform``); ``None`` skips it.
+
+  Returns:
+    An :class:`SFDAState`.
+  """
+  priors = counts / counts.sum()
   if shrinkage is None:
     s, lam = stats.adaptive_shrinkage(sw)
   else:
-    s = jnp.asarray(shrinkage, dtype=x.dtype)
+    s = jnp.asarray(shrinkage, dtype=sw.dtype)
     lam = stats.power_iteration_top_eigenvalue(sw)
   sw_s = stats.shrink(sw, s)
   chol = stats.cholesky_with_jitter(sw_s, lam)
@@ -101,8 +126,8 @@ def sfda_fit_core(x: jax.Array, labels: jax.Array, num_classes: int,
       lower=False).T
   intercept = -0.5 * jnp.sum(centred * coef, axis=1) + jnp.log(priors)
   scalings = evals = None
-  if eigen:
-    st_s = stats.shrink(stats.total_scatter(x), s)
+  if total is not None:
+    st_s = stats.shrink(total, s)
     sb = st_s - sw_s
     tmp = stats.solve_triangular(chol, sb, lower=True)               # L^-1 Sb
     whitened = stats.solve_triangular(chol, tmp.T, lower=True)       # L^-1 Sb L^-T
@@ -141,15 +166,40 @@ def confmix(x: jax.Array, labels: jax.Array, probs: jax.Array,
   return q * x + (1.0 - q) * other_means[labels]
 
 
+def self_challenge(first: SFDAState, x: jax.Array, labels: jax.Array
+                   ) -> jax.Array:
+  """The mixed features of SFDA's score: first-fit probabilities, softened by
+  a second softmax (as the reference), then :func:`confmix`.
+
+  Row-wise: mixing a chunk of samples gives that chunk of the mixed features,
+  which is what lets ``sfda_jax.streaming.sfda`` mix chunk by chunk.
+
+  Args:
+    first: the first fit (adaptive shrinkage) on the original features.
+    x: features ``[N, D]``.
+    labels: integer codes ``[N]``.
+
+  Returns:
+    The mixed features ``[N, D]``.
+  """
+  probs = jax.nn.softmax(_decision(first, x), axis=1)
+  probs = jax.nn.softmax(probs, axis=1)        # the reference's "soften" step
+  return confmix(x, labels, probs, first.means)
+
+
+def true_class_probability(state: SFDAState, x: jax.Array, labels: jax.Array
+                           ) -> jax.Array:
+  """``predict_proba(x)[i, y_i]`` for each sample, ``[N]``."""
+  probs = jax.nn.softmax(_decision(state, x), axis=1)
+  return jnp.take_along_axis(probs, labels[:, None], axis=1)[:, 0]
+
+
 def sfda_core(x: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
   """The SFDA score on validated inputs (pure, jittable, vmappable over x)."""
   first = sfda_fit_core(x, labels, num_classes)
-  probs = jax.nn.softmax(_decision(first, x), axis=1)
-  probs = jax.nn.softmax(probs, axis=1)        # the reference's "soften" step
-  mixed = confmix(x, labels, probs, first.means)
+  mixed = self_challenge(first, x, labels)
   second = sfda_fit_core(mixed, labels, num_classes, shrinkage=first.shrinkage)
-  probs2 = jax.nn.softmax(_decision(second, mixed), axis=1)
-  return jnp.mean(jnp.take_along_axis(probs2, labels[:, None], axis=1))
+  return jnp.mean(true_class_probability(second, mixed, labels))
 
 
 _sfda_jit = jax.jit(sfda_core, static_argnames="num_classes")

@@ -25,7 +25,8 @@ import numpy as np
 from sfda_jax.metrics import _validation
 from sfda_jax.metrics import stats
 
-__all__ = ["transrate", "transrate_core", "class_index_table"]
+__all__ = ["transrate", "transrate_core", "class_index_table",
+           "coding_rate_from_gram"]
 
 
 def class_index_table(codes: np.ndarray, num_classes: int
@@ -50,9 +51,20 @@ def class_index_table(codes: np.ndarray, num_classes: int
 def _coding_rate(z: jax.Array, n: jax.Array, eps: float) -> jax.Array:
   """``1/2 logdet(I + Z^T Z / (n eps))`` using the smaller Gram matrix."""
   rows, dim = z.shape
-  g = stats.gram(z) if dim <= rows else stats.gram(z.T)
+  return coding_rate_from_gram(
+      stats.gram(z) if dim <= rows else stats.gram(z.T), n, eps)
+
+
+def coding_rate_from_gram(g: jax.Array, n: jax.Array, eps: float
+                          ) -> jax.Array:
+  """``1/2 logdet(I + G / (n eps))`` for a Gram matrix ``G`` ``[m, m]``.
+
+  ``G`` may be ``Z^T Z`` or ``Z Z^T`` (equal log-determinants, Sylvester's
+  identity); ``sfda_jax.streaming.transrate`` passes the ``[D, D]`` scatters it
+  accumulates.
+  """
   m = g.shape[0]
-  a = jnp.eye(m, dtype=z.dtype) + g / (n * eps)
+  a = jnp.eye(m, dtype=g.dtype) + g / (n * eps)
   chol = stats.cholesky(a)
   return jnp.sum(jnp.log(jnp.diagonal(chol)))
 

@@ -90,6 +90,25 @@ def encode_labels(labels: Any, num_samples: int | None = None,
     ValueError: wrong shape or length, empty, non-integral or non-finite float
       ids, too few classes, or a class with too few samples.
   """
+  y = label_array(labels, num_samples, name)
+  classes, codes, counts = np.unique(y, return_inverse=True,
+                                     return_counts=True)
+  check_class_counts(classes, counts, name, min_per_class, min_classes)
+  return EncodedLabels(codes=codes.astype(np.int32).reshape(-1),
+                       classes=classes, counts=counts)
+
+
+def label_array(labels: Any, num_samples: int | None = None,
+                name: str = "labels") -> np.ndarray:
+  """Validates ``[N]`` class ids and returns them as a 1-D NumPy array.
+
+  Integral floats become int64 and object arrays strings, so that sorting
+  and ``np.unique`` order them as :func:`encode_labels` does.
+
+  Raises:
+    ValueError: wrong shape or length, empty, non-integral or non-finite float
+      ids, or an unsupported dtype.
+  """
   y = np.asarray(labels)
   if y.ndim == 2 and y.shape[1] == 1:
     y = y[:, 0]
@@ -119,8 +138,15 @@ def encode_labels(labels: Any, num_samples: int | None = None,
   elif not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_
             or np.issubdtype(y.dtype, np.str_)):
     raise ValueError(f"{name} has unsupported dtype {y.dtype}.")
-  classes, codes, counts = np.unique(y, return_inverse=True,
-                                     return_counts=True)
+  return y
+
+
+def check_class_counts(classes: np.ndarray, counts: np.ndarray,
+                       name: str = "labels", min_per_class: int = 2,
+                       min_classes: int = 2) -> None:
+  """Raises ValueError for fewer than ``min_classes`` distinct ``classes
+  [K]`` or a class with fewer than ``min_per_class`` samples (``counts [K]``).
+  """
   if classes.shape[0] < min_classes:
     raise ValueError(
         f"{name} must contain at least {min_classes} distinct classes, got "
@@ -132,8 +158,6 @@ def encode_labels(labels: Any, num_samples: int | None = None,
         f"every class needs at least {min_per_class} samples; "
         f"{int(small.sum())} class(es) have fewer, e.g. {which} with counts "
         f"{counts[small][:5].tolist()}.")
-  return EncodedLabels(codes=codes.astype(np.int32).reshape(-1),
-                       classes=classes, counts=counts)
 
 
 def check_source_probs(source_probs: Any, num_samples: int,

@@ -23,6 +23,8 @@ run inline; other backends keep the batched call.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -34,6 +36,9 @@ __all__ = [
     "one_hot",
     "class_counts",
     "class_means",
+    "ClassMoments",
+    "class_moments",
+    "merge_class_moments",
     "within_scatter",
     "total_scatter",
     "between_scatter",
@@ -41,6 +46,7 @@ __all__ = [
     "power_iteration_top_eigenvalue",
     "adaptive_shrinkage",
     "ledoit_wolf_shrinkage",
+    "ledoit_wolf_shrinkage_from_moments",
     "principal_basis",
     "pinv_eigh",
     "cholesky_with_jitter",
@@ -201,6 +207,65 @@ def class_means(x: jax.Array, labels: jax.Array, num_classes: int
   return means, counts
 
 
+class ClassMoments(NamedTuple):
+  """Per-class sufficient statistics of a set of samples (a pytree).
+
+  Attributes:
+    counts: samples per class ``[K]`` (float).
+    means: class means ``[K, D]`` (zero for an empty class).
+    scatter: pooled within-class scatter, *not* normalised:
+      ``sum_i (x_i - mu_{y_i})(x_i - mu_{y_i})^T``, ``[D, D]``; ``scatter / N``
+      is :func:`within_scatter`.
+    sq_dev: per-class sums of squared deviations (the diagonals of the
+      per-class scatters), ``[K, D]``.
+  """
+  counts: jax.Array
+  means: jax.Array
+  scatter: jax.Array
+  sq_dev: jax.Array
+
+
+def class_moments(x: jax.Array, labels: jax.Array, num_classes: int
+                  ) -> ClassMoments:
+  """:class:`ClassMoments` of one block of samples, from centred data.
+
+  Args:
+    x: features ``[n, D]``.
+    labels: integer codes ``[n]`` in ``[0, K)``; classes may be absent. A
+      negative code marks a padding row, which is ignored (so blocks of
+      different sizes can be padded to one shape and share one compilation).
+    num_classes: ``K`` (static).
+  """
+  means, counts = class_means(x, labels, num_classes)     # one_hot(-1) = 0
+  means = jnp.where(counts[:, None] > 0, means, 0.0)       # absent: 0/0
+  xc = jnp.where((labels >= 0)[:, None], x - means[labels], 0.0)
+  y = one_hot(labels, num_classes, x.dtype)
+  return ClassMoments(counts=counts, means=means, scatter=gram(xc),
+                      sq_dev=matmul(y.T, xc * xc))
+
+
+def merge_class_moments(a: ClassMoments, b: ClassMoments) -> ClassMoments:
+  """The :class:`ClassMoments` of the union of two disjoint sample sets.
+
+  Chan, Golub and LeVeque's pairwise update, per class ``k`` with
+  ``n = n_a + n_b`` and ``delta = mu_b - mu_a``:
+  ``mu = mu_a + delta n_b / n`` and
+  ``M2 = M2_a + M2_b + (n_a n_b / n) delta delta^T``.
+  Every term is a centred quantity, so merging chunk statistics keeps the
+  float32 accuracy of the centred in-memory scatter (no
+  ``X^T X - n mu mu^T`` cancellation).
+  """
+  n = a.counts + b.counts
+  safe = jnp.where(n > 0, n, 1.0)
+  delta = b.means - a.means                                    # [K, D]
+  means = a.means + delta * (b.counts / safe)[:, None]
+  w = a.counts * b.counts / safe                               # [K]
+  cross = matmul((delta * w[:, None]).T, delta)
+  scatter = a.scatter + b.scatter + 0.5 * (cross + cross.T)
+  sq_dev = a.sq_dev + b.sq_dev + w[:, None] * delta * delta
+  return ClassMoments(counts=n, means=means, scatter=scatter, sq_dev=sq_dev)
+
+
 def within_scatter(x: jax.Array, labels: jax.Array, means: jax.Array
                    ) -> jax.Array:
   """Pooled within-class scatter ``Sw = (1/N) sum_i (x_i - mu_{y_i})(.)^T``.
@@ -272,13 +337,29 @@ def ledoit_wolf_shrinkage(xc: jax.Array, cov: jax.Array) -> jax.Array:
   Returns:
     The scalar ``a`` in ``[0, 1]`` of ``(1 - a) cov + a (tr(cov)/D) I``.
   """
-  n, d = xc.shape
   row_sq = jnp.sum(xc * xc, axis=1)
+  return ledoit_wolf_shrinkage_from_moments(cov, jnp.sum(row_sq * row_sq),
+                                            xc.shape[0])
+
+
+def ledoit_wolf_shrinkage_from_moments(cov: jax.Array, fourth: jax.Array,
+                                       n: int | jax.Array) -> jax.Array:
+  """Ledoit-Wolf shrinkage intensity from sufficient statistics.
+
+  Args:
+    cov: biased covariance ``[D, D]`` of ``N`` samples.
+    fourth: ``sum_i |x_i - mu|^4`` (squared squared row norms of the centred
+      data), a scalar.
+    n: ``N``.
+
+  Returns:
+    The scalar ``a`` in ``[0, 1]`` (see :func:`ledoit_wolf_shrinkage`).
+  """
+  d = cov.shape[0]
   trace = jnp.trace(cov)
   mu = trace / d
-  beta_ = jnp.sum(row_sq * row_sq)              # = sum((X^2)^T X^2)
   delta_ = jnp.sum(cov * cov)                   # = |X^T X|_F^2 / N^2
-  beta = (beta_ / n - delta_) / (d * n)
+  beta = (fourth / n - delta_) / (d * n)        # fourth = sum((X^2)^T X^2)
   delta = (delta_ - 2.0 * mu * trace + d * mu * mu) / d
   beta = jnp.minimum(beta, delta)
   return jnp.where(beta == 0, 0.0, beta / jnp.where(delta == 0, 1.0, delta))
