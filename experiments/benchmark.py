@@ -32,8 +32,10 @@ bfloat16 against the PyTorch implementation the weights were published for.
       --models_at_once=3 --output=/tmp/bench.json
 
 Output: a table on stdout and, with ``--output``, JSON
-``{"device", "versions", "results": [{"suite", "name", "impl", "N", "D", "C",
-"M", "seconds", "compile_seconds", ...}]}`` written atomically.
+``{"device", "versions", "config", "complete", "results": [{"suite", "name",
+"impl", "N", "D", "C", "M", "seconds", "compile_seconds", ...}]}`` written
+atomically, after every metrics grid point (``complete`` false) and at the
+end (``complete`` true).
 """
 
 from __future__ import annotations
@@ -373,8 +375,14 @@ def _warm_up_references(cfg: Config, torch_ok: bool,
         _numpy(metric, x, y, None, None, cfg.seed)()
 
 
-def run_metrics_suite(cfg: Config) -> list[dict]:
-  """Times every requested (metric, size, impl); returns the JSON rows."""
+def run_metrics_suite(cfg: Config,
+                      on_progress: Callable[[list[dict]], None] | None = None
+                      ) -> list[dict]:
+  """Times every requested (metric, size, impl); returns the JSON rows.
+
+  ``on_progress(rows_so_far)`` is called after each grid point (the entry
+  point rewrites its JSON, so a run cut short keeps what it measured).
+  """
   budget = ReferenceBudget(cfg.max_reference_seconds)
   torch_ok = "torch" in cfg.impls and torch_reference.available()
   if "torch" in cfg.impls and not torch_ok:
@@ -390,6 +398,8 @@ def run_metrics_suite(cfg: Config) -> list[dict]:
     for n, d, c in grid:
       results += _run_point(cfg, metric, n, d, c, budget, torch_ok,
                             torch_device)
+      if on_progress is not None:
+        on_progress(results)
   return results
 
 
@@ -772,19 +782,24 @@ def main(argv):
   device = device_description()
   logging.info("config: %s", cfg)
   print(f"device: {device}")
+  header = {"device": device, "versions": versions(),
+            "config": dataclasses.asdict(cfg)}
+
+  def write(rows: list[dict], complete: bool) -> None:
+    if FLAGS.output:
+      atomic.write_bytes(FLAGS.output, json.dumps(
+          dict(header, complete=complete, results=rows), indent=1).encode())
+
   results = []
   if cfg.suite in ("metrics", "all"):
-    metric_rows = run_metrics_suite(cfg)
+    metric_rows = run_metrics_suite(cfg, lambda rows: write(rows, False))
     print_metrics_table(metric_rows)
     results += metric_rows
   if cfg.suite in ("extract", "all"):
     extract_rows = run_extract_suite(cfg)
     print_extract_table(extract_rows)
     results += extract_rows
-  if FLAGS.output:
-    atomic.write_bytes(FLAGS.output, json.dumps(
-        {"device": device, "versions": versions(), "config":
-         dataclasses.asdict(cfg), "results": results}, indent=1).encode())
+  write(results, True)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ def test_quick_metrics_benchmark_writes_json(tmp_path):
   assert "x torch" in proc.stdout and "sfda" in proc.stdout
   payload = json.loads(out.read_text())
   assert {"device", "versions", "results"} <= set(payload)
+  assert payload["complete"] is True
   rows = payload["results"]
   for row in rows:
     assert ROW_KEYS <= set(row), row
