@@ -81,8 +81,9 @@ flags.DEFINE_list("metrics", ["sfda", "logme", "nleep"],
 flags.DEFINE_list("impls", ["sfda_jax", "torch", "numpy", "roofline"],
                   "Implementations to time; 'numpy' is the NumPy/scikit-learn "
                   "reference.")
-flags.DEFINE_list("n", ["2000", "10000"], "Grid of samples N (SFDA, LogME and "
-                  "the other non-NLEEP metrics).")
+flags.DEFINE_list("n", ["5000", "10000"], "Grid of samples N (SFDA, LogME and "
+                  "the other non-NLEEP metrics). N <= D makes the within-class "
+                  "scatter singular: SFDA's degenerate regime (scores ~1).")
 flags.DEFINE_list("d", ["2048"], "Grid of feature dimensions D.")
 flags.DEFINE_list("c", ["100"], "Grid of class counts C.")
 flags.DEFINE_list("nleep_n", ["2000"], "Grid of N for NLEEP (an EM fit of "
@@ -285,6 +286,18 @@ def time_calls(fn: Callable[[], Any], repeats: int, warmup: bool,
   return Timing(statistics.median(times), first, len(times), out)
 
 
+def time_reference(fn: Callable[[], Any], repeats: int, warmup: bool,
+                   budget: float) -> tuple[Timing | None, str | None]:
+  """:func:`time_calls` for a baseline; a baseline that raises (e.g. a
+  float32 Cholesky of a numerically singular scatter) gives ``(None, why)``:
+  a result to record, not a reason to stop the benchmark."""
+  try:
+    return time_calls(fn, repeats, warmup, budget), None
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning("baseline failed: %s", e)
+    return None, f"failed: {type(e).__name__}: {str(e)[:300]}"
+
+
 def _cost(metric: str, n: int, d: int, c: int) -> float:
   """Rough operation count, used only to extrapolate a reference's time."""
   if metric == "nleep":
@@ -474,12 +487,16 @@ def _run_point(cfg: Config, metric: str, n: int, d: int, c: int,
       add("torch", 1, None, skipped=reason, dtype=cfg.torch_dtype,
           device=torch_device, batching="single")
     else:
-      t = time_calls(_torch_fn(metric, xt, y, torch_device, cfg.torch_dtype),
-                     cfg.ref_repeats, warmup=torch_device != "cpu",
-                     budget=cfg.max_reference_seconds)
-      budget.record(metric, "torch", n, d, c, t.seconds)
-      add("torch", 1, t, score=float(t.out), dtype=cfg.torch_dtype,
-          device=torch_device, batching="single")
+      t, error = time_reference(
+          _torch_fn(metric, xt, y, torch_device, cfg.torch_dtype),
+          cfg.ref_repeats, torch_device != "cpu", cfg.max_reference_seconds)
+      if t is None:
+        add("torch", 1, None, skipped=error, dtype=cfg.torch_dtype,
+            device=torch_device, batching="single")
+      else:
+        budget.record(metric, "torch", n, d, c, t.seconds)
+        add("torch", 1, t, score=float(t.out), dtype=cfg.torch_dtype,
+            device=torch_device, batching="single")
   elif "torch" in cfg.impls and torch_reference.available():
     add("torch", 1, None, batching="single", skipped=(
         "torch_reference.nleep is the scikit-learn path: see impl 'sklearn'"
@@ -491,11 +508,16 @@ def _run_point(cfg: Config, metric: str, n: int, d: int, c: int,
       add(ref_impl, 1, None, skipped=reason, dtype="float64",
           batching="single")
     else:
-      t = time_calls(_numpy(metric, x, y, theta, z, cfg.seed),
-                     cfg.ref_repeats, False, cfg.max_reference_seconds)
-      budget.record(metric, ref_impl, n, d, c, t.seconds)
-      add(ref_impl, 1, t, score=float(t.out), dtype="float64",
-          batching="single")
+      t, error = time_reference(_numpy(metric, x, y, theta, z, cfg.seed),
+                                cfg.ref_repeats, False,
+                                cfg.max_reference_seconds)
+      if t is None:
+        add(ref_impl, 1, None, skipped=error, dtype="float64",
+            batching="single")
+      else:
+        budget.record(metric, ref_impl, n, d, c, t.seconds)
+        add(ref_impl, 1, t, score=float(t.out), dtype="float64",
+            batching="single")
 
   m = cfg.models_at_once
   if m > 1 and metric in BATCHED_METRICS:
@@ -569,11 +591,16 @@ def _run_models_at_once(cfg, metric, x, y, m, base, budget, single_rows,
       xts = [torch.as_tensor(v, device=torch_device, dtype=tdtype) for v in xs]
       fn = torch_reference.sfda_score if metric == "sfda" else \
           torch_reference.logme
-      t = time_calls(lambda: [fn(v, y, device=torch_device,
-                                 dtype=cfg.torch_dtype) for v in xts],
-                     cfg.ref_repeats, False, cfg.max_reference_seconds)
-      add("torch", "loop", t, score=t.out[0], scores=list(t.out),
-          dtype=cfg.torch_dtype, device=torch_device)
+      t, error = time_reference(
+          lambda: [fn(v, y, device=torch_device, dtype=cfg.torch_dtype)
+                   for v in xts], cfg.ref_repeats, False,
+          cfg.max_reference_seconds)
+      if t is None:
+        add("torch", "loop", None, skipped=error, dtype=cfg.torch_dtype,
+            device=torch_device)
+      else:
+        add("torch", "loop", t, score=t.out[0], scores=list(t.out),
+            dtype=cfg.torch_dtype, device=torch_device)
       del xts
 
   if "numpy" in cfg.impls:
@@ -765,10 +792,21 @@ def versions() -> dict[str, str | None]:
   return out
 
 
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
 def device_description() -> str:
   dev = jax.devices()[0]
   return (f"{dev.device_kind} ({jax.default_backend()}), {os.cpu_count()} "
-          f"CPUs, {platform.processor() or platform.machine()}")
+          f"CPUs, {_cpu_model()}")
 
 
 def main(argv):

@@ -146,6 +146,15 @@ def test_grid_is_a_sorted_product(parsed_flags):
   assert cfg.models_at_once == 4
 
 
+def test_a_failing_baseline_is_recorded_not_fatal():
+  def boom():
+    raise RuntimeError("linalg.cholesky: not positive-definite")
+  timing, why = benchmark.time_reference(boom, 1, False, 0.0)
+  assert timing is None and "not positive-definite" in why
+  timing, why = benchmark.time_reference(lambda: 1.5, 2, True, 0.0)
+  assert why is None and timing.out == 1.5 and timing.repeats == 2
+
+
 def test_reference_budget_extrapolates_and_skips():
   budget = benchmark.ReferenceBudget(limit=10.0)
   assert budget.skip_reason("sfda", "numpy", 1000, 64, 10, 1) is None
