@@ -1,65 +1,225 @@
-r"""Benchmark sfda_jax's metric kernels against the float64 NumPy reference.
+r"""Benchmark sfda_jax against the PyTorch and NumPy ways of computing the metrics.
 
-Times every metric on synthetic class-conditional features in one run on one
-machine, so the printed ratios are measured against a baseline under the same
-load. sfda_jax is timed jitted and warm (median of ``--repeats``; the first,
-compiling call is reported separately); the reference is the float64 NumPy
-code of ``sfda_jax.baselines.numpy_reference`` (the published algorithms:
-per-class covariance loop and generalized eigen-solve for SFDA, scikit-learn
-PCA + GaussianMixture for NLEEP). With ``--x64_check`` sfda_jax is also run
-in float64 and its score difference from the reference is printed.
+Metrics suite. For every metric and every (N, D, C) of the grid, in one run
+on one machine (so every ratio is measured under the same load):
+  * ``sfda_jax``: the public jitted function on device-resident float32
+    features, warm (median of ``--repeats``); the compile time is the first
+    call minus that median.
+  * ``torch``: ``sfda_jax.baselines.torch_reference`` (the published SFDA /
+    LogME code ported to PyTorch) on ``--torch_device`` in ``--torch_dtype``,
+    inputs already on that device.
+  * ``numpy`` (``sklearn`` for NLEEP): the float64 reference of
+    ``sfda_jax.baselines.numpy_reference`` (NLEEP: scikit-learn PCA +
+    GaussianMixture, which is also the torch baseline's NLEEP).
+  * ``roofline`` (SFDA only): the two ``[D, N] x [N, D]`` products SFDA cannot
+    avoid (within-class scatter of the original and of the mixed features),
+    as plain ``jnp.matmul`` at HIGHEST precision in the same dtype; sfda_jax's
+    time is reported as a multiple of it.
+With ``--models_at_once=M > 1`` SFDA and LogME are also timed on M models of
+the same shape: sfda_jax vmapped (``sfda_jax.score_models``, one compiled
+call) and as M separate calls, torch as M separate calls.
+
+A reference whose estimated time (extrapolated from its last measured grid
+point by a cost model, or M x its single-model time) exceeds
+``--max_reference_seconds`` is skipped and recorded as skipped in the JSON.
+
+Extraction suite: images/s of an offline-zoo backbone in Flax float32 and
+bfloat16 against the PyTorch implementation the weights were published for.
 
   python -m experiments.benchmark --suite=metrics
   python -m experiments.benchmark --suite=metrics --quick
-  python -m experiments.benchmark --metrics=sfda,logme --n=10000 --d=2048 \
-      --c=100 --output=/tmp/bench.json
+  python -m experiments.benchmark --metrics=sfda --n=10000 --d=2048 --c=100 \
+      --models_at_once=3 --output=/tmp/bench.json
+
+Output: a table on stdout and, with ``--output``, JSON
+``{"device", "versions", "config", "complete", "results": [{"suite", "name",
+"impl", "N", "D", "C", "M", "seconds", "compile_seconds", ...}]}`` written
+atomically, after every metrics grid point (``complete`` false) and at the
+end (``complete`` true).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import os
 import platform
 import statistics
 import time
-from typing import Callable
+from typing import Any, Callable, Sequence
 
-from absl import app
+# JAX would otherwise take 75% of GPU memory at start-up and leave the torch
+# baseline in the same process none (an entry point may set this, a library
+# may not).
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging
 import jax
+import jax.numpy as jnp
+from jax import lax
 import numpy as np
 
 import sfda_jax
 from sfda_jax import atomic
 from sfda_jax.baselines import numpy_reference
+from sfda_jax.baselines import torch_reference
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("suite", "metrics", ["metrics", "extract", "all"],
-                  "metrics: metric kernels vs the NumPy reference; extract: "
-                  "images/s of Flax vs PyTorch for the same weights.")
+                  "metrics: metric kernels vs the torch and NumPy baselines; "
+                  "extract: images/s of Flax vs PyTorch for the same weights.")
 flags.DEFINE_list("extract_models", ["efficientnet_lite0"],
                   "Offline-zoo backbones for the extraction suite.")
 flags.DEFINE_integer("batch_size", 32, "Images per batch (extraction).")
 flags.DEFINE_integer("extract_batches", 5, "Timed batches per implementation.")
-flags.DEFINE_list("metrics", ["sfda", "logme", "nleep", "hscore",
-                              "regularized_hscore", "gbc", "transrate", "parc",
-                              "leep", "nce"], "Metrics to time.")
-flags.DEFINE_integer("n", 10000, "Samples N.")
-flags.DEFINE_integer("d", 2048, "Feature dimension D.")
-flags.DEFINE_integer("c", 100, "Classes C.")
-flags.DEFINE_integer("nleep_c", 10, "Classes for NLEEP (5 C mixture "
-                     "components make it the slowest metric).")
+flags.DEFINE_list("metrics", ["sfda", "logme", "nleep"],
+                  "Metrics to time (any of sfda_jax.ALL_METRICS; the torch "
+                  "baseline and the roofline exist for sfda/logme and sfda).")
+flags.DEFINE_list("impls", ["sfda_jax", "torch", "numpy", "roofline"],
+                  "Implementations to time; 'numpy' is the NumPy/scikit-learn "
+                  "reference.")
+flags.DEFINE_list("n", ["5000", "10000"], "Grid of samples N (SFDA, LogME and "
+                  "the other non-NLEEP metrics). N <= D makes the within-class "
+                  "scatter singular: SFDA's degenerate regime (scores ~1).")
+flags.DEFINE_list("d", ["2048"], "Grid of feature dimensions D.")
+flags.DEFINE_list("c", ["100"], "Grid of class counts C.")
+flags.DEFINE_list("nleep_n", ["2000"], "Grid of N for NLEEP (an EM fit of "
+                  "5 C full-covariance components is by far the slowest).")
+flags.DEFINE_list("nleep_d", ["256"], "Grid of D for NLEEP.")
+flags.DEFINE_list("nleep_c", ["10"], "Grid of C for NLEEP.")
 flags.DEFINE_integer("z", 1000, "Source classes for LEEP / NCE.")
-flags.DEFINE_integer("repeats", 3, "Timed sfda_jax runs (median).")
-flags.DEFINE_integer("nleep_repeats", 1, "Timed sfda_jax NLEEP runs (each "
-                     "is a full PCA + k-means + EM fit; minutes at full size).")
-flags.DEFINE_integer("ref_repeats", 1, "Timed reference runs (median).")
-flags.DEFINE_bool("x64_check", True, "Also run sfda_jax in float64 and "
-                  "print |score - reference|.")
-flags.DEFINE_bool("quick", False, "Small sizes for a smoke run (CI).")
+flags.DEFINE_integer("models_at_once", None, "M models of equal shape scored "
+                     "at once (SFDA, LogME); default 11 on an accelerator, 3 "
+                     "on CPU; 1 turns it off.")
+flags.DEFINE_integer("repeats", 3, "Timed warm sfda_jax runs (median).")
+flags.DEFINE_integer("nleep_repeats", 1, "Timed sfda_jax NLEEP runs.")
+flags.DEFINE_integer("ref_repeats", 1, "Timed torch / NumPy runs (median).")
+flags.DEFINE_float("max_reference_seconds", 300.0, "Skip (and record as "
+                   "skipped) a torch/NumPy run estimated to take longer; a run "
+                   "that took longer is not repeated. 0: no limit.")
+flags.DEFINE_enum("torch_dtype", "float32", ["float32", "float64"],
+                  "dtype of the torch baseline.")
+flags.DEFINE_string("torch_device", None, "torch device (default: cuda if "
+                    "torch sees one, else cpu).")
+flags.DEFINE_bool("x64_check", True, "Also run sfda_jax in float64 (M=1) and "
+                  "report its score difference from the reference.")
+flags.DEFINE_bool("quick", False, "Small sizes for a smoke run (CI): one "
+                  "grid point, M=2, one repeat.")
 flags.DEFINE_integer("seed", 0, "Data seed.")
 flags.DEFINE_string("output", None, "Write the results as JSON here.")
+
+IMPLS = ("sfda_jax", "torch", "numpy", "roofline")
+TORCH_METRICS = ("sfda", "logme")
+BATCHED_METRICS = ("sfda", "logme")
+
+
+# ---------------------------------------------------------------------------
+# Configuration
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Validated benchmark settings (see the flags for their meaning)."""
+  suite: str
+  metrics: tuple[str, ...]
+  impls: tuple[str, ...]
+  grid: tuple[tuple[int, int, int], ...]
+  nleep_grid: tuple[tuple[int, int, int], ...]
+  models_at_once: int
+  repeats: int
+  nleep_repeats: int
+  ref_repeats: int
+  max_reference_seconds: float
+  torch_dtype: str
+  torch_device: str | None
+  x64_check: bool
+  z: int
+  seed: int
+  extract_models: tuple[str, ...]
+  batch_size: int
+  extract_batches: int
+
+
+def _ints(name: str, values: Sequence[str], minimum: int) -> list[int]:
+  out = []
+  for v in values:
+    try:
+      i = int(v)
+    except ValueError:
+      raise ValueError(f"--{name} takes integers, got {v!r}.") from None
+    if i < minimum:
+      raise ValueError(f"--{name} values must be >= {minimum}, got {i}.")
+    out.append(i)
+  if not out:
+    raise ValueError(f"--{name} is empty.")
+  return out
+
+
+def _grid(prefix: str, n, d, c, min_per_class: int):
+  grid = []
+  for nn, dd, cc in itertools.product(_ints(prefix + "n", n, 2),
+                                      _ints(prefix + "d", d, 1),
+                                      _ints(prefix + "c", c, 2)):
+    if nn < min_per_class * cc:
+      raise ValueError(f"--{prefix}n={nn} is too small for --{prefix}c={cc}: "
+                       f"need at least {min_per_class} samples per class.")
+    grid.append((nn, dd, cc))
+  # Ascending cost, so a reference's time can be extrapolated upwards.
+  return tuple(sorted(set(grid), key=lambda s: (s[0] * s[1] ** 2, s)))
+
+
+def config_from_flags(flag_values=FLAGS) -> Config:
+  """Builds a :class:`Config` from the flags; ValueError on bad values."""
+  f = flag_values
+  unknown = [m for m in f.metrics if m not in sfda_jax.ALL_METRICS]
+  if unknown:
+    raise ValueError(f"unknown metric {unknown[0]!r}; valid: "
+                     f"{list(sfda_jax.ALL_METRICS)}")
+  if not f.metrics:
+    raise ValueError("--metrics is empty.")
+  bad = [i for i in f.impls if i not in IMPLS]
+  if bad or not f.impls:
+    raise ValueError(f"unknown impl {bad[0] if bad else ''!r}; valid: "
+                     f"{list(IMPLS)}")
+  for name in ("repeats", "nleep_repeats", "ref_repeats", "batch_size",
+               "extract_batches", "z"):
+    if getattr(f, name) < 1:
+      raise ValueError(f"--{name} must be >= 1, got {getattr(f, name)}.")
+  if f.models_at_once is not None and f.models_at_once < 1:
+    raise ValueError(f"--models_at_once must be >= 1, got {f.models_at_once}.")
+  if f.max_reference_seconds < 0:
+    raise ValueError("--max_reference_seconds must be >= 0 (0: no limit).")
+  models_at_once = f.models_at_once
+  if models_at_once is None:
+    models_at_once = 11 if jax.default_backend() != "cpu" else 3
+  if f.quick:
+    grid, nleep_grid = ((600, 64, 10),), ((400, 32, 4),)
+    if f.models_at_once is None:
+      models_at_once = 2
+    repeats = ref_repeats = 1
+  else:
+    grid = _grid("", f.n, f.d, f.c, 2)
+    # NLEEP fits 5 C mixture components: at least that many samples.
+    nleep_grid = _grid("nleep_", f.nleep_n, f.nleep_d, f.nleep_c, 5)
+    repeats, ref_repeats = f.repeats, f.ref_repeats
+  return Config(
+      suite=f.suite, metrics=tuple(dict.fromkeys(f.metrics)),
+      impls=tuple(dict.fromkeys(f.impls)), grid=grid, nleep_grid=nleep_grid,
+      models_at_once=models_at_once, repeats=repeats,
+      nleep_repeats=1 if f.quick else f.nleep_repeats,
+      ref_repeats=ref_repeats, max_reference_seconds=f.max_reference_seconds,
+      torch_dtype=f.torch_dtype, torch_device=f.torch_device,
+      x64_check=f.x64_check, z=f.z, seed=f.seed,
+      extract_models=tuple(f.extract_models),
+      batch_size=4 if f.quick else f.batch_size,
+      extract_batches=1 if f.quick else f.extract_batches)
+
+
+# ---------------------------------------------------------------------------
+# Data and timing
 
 
 def make_data(n: int, d: int, c: int, seed: int
@@ -77,142 +237,526 @@ def make_data(n: int, d: int, c: int, seed: int
   return np.maximum(x + 0.5, 0.0).astype(np.float32), labels
 
 
-def _median_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+def model_variants(x: np.ndarray, m: int, seed: int) -> list[np.ndarray]:
+  """``m`` feature matrices of ``x``'s shape standing for ``m`` models.
+
+  Model 0 is ``x``; the others permute and rescale its columns (same cost,
+  different scores).
+  """
+  rng = np.random.default_rng(seed + 7)
+  out = [x]
+  for _ in range(1, m):
+    perm = rng.permutation(x.shape[1])
+    scale = rng.uniform(0.5, 1.5, size=x.shape[1]).astype(np.float32)
+    out.append(np.ascontiguousarray(x[:, perm] * scale))
+  return out
+
+
+@dataclasses.dataclass
+class Timing:
+  seconds: float
+  first_call_seconds: float | None
+  repeats: int
+  out: Any
+
+
+def time_calls(fn: Callable[[], Any], repeats: int, warmup: bool,
+               budget: float = 0.0) -> Timing:
+  """Median wall time of ``repeats`` calls of ``fn`` (which must block).
+
+  Args:
+    fn: the call; returns a host value (so device work has finished).
+    repeats: timed calls.
+    warmup: make one untimed first call (compilation, library start-up) and
+      report its time.
+    budget: stop repeating once a call took longer than this (0: never).
+  """
+  first = None
+  if warmup:
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
   times, out = [], None
   for _ in range(repeats):
     start = time.perf_counter()
     out = fn()
     times.append(time.perf_counter() - start)
-  return statistics.median(times), out
+    if budget and times[-1] > budget:
+      break
+  return Timing(statistics.median(times), first, len(times), out)
 
 
-def _calls(metric: str, x, y, theta, z, seed):
-  """(sfda_jax call, reference call) for one metric."""
-  if metric == "leep":
-    return (lambda: sfda_jax.leep(theta, y),
-            lambda: numpy_reference.leep(theta, y))
-  if metric == "nce":
-    return (lambda: sfda_jax.nce(z, y), lambda: numpy_reference.nce(z, y))
+def time_reference(fn: Callable[[], Any], repeats: int, warmup: bool,
+                   budget: float) -> tuple[Timing | None, str | None]:
+  """:func:`time_calls` for a baseline; a baseline that raises (e.g. a
+  float32 Cholesky of a numerically singular scatter) gives ``(None, why)``:
+  a result to record, not a reason to stop the benchmark."""
+  try:
+    return time_calls(fn, repeats, warmup, budget), None
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning("baseline failed: %s", e)
+    return None, f"failed: {type(e).__name__}: {str(e)[:300]}"
+
+
+def _cost(metric: str, n: int, d: int, c: int) -> float:
+  """Rough operation count, used only to extrapolate a reference's time."""
   if metric == "nleep":
-    return (lambda: sfda_jax.nleep(x, y, seed=seed),
-            lambda: numpy_reference.nleep_sklearn(x, y, seed=seed))
-  if metric == "parc":   # same work on both sides: no subsampling
-    return (lambda: sfda_jax.parc(x, y, max_samples=x.shape[0]),
-            lambda: numpy_reference.parc(x, y))
+    return float(n) * d * d * c
+  if metric == "parc":
+    return float(n) * n * np.log2(max(n, 2)) + n * d * d
+  return float(n) * d * d + float(d) ** 3 + float(n) * d * c
+
+
+class ReferenceBudget:
+  """Decides whether a torch / NumPy run fits ``--max_reference_seconds``."""
+
+  def __init__(self, limit: float):
+    self.limit = limit
+    self._last: dict[tuple[str, str], tuple[float, float]] = {}
+
+  def estimate(self, metric: str, impl: str, n: int, d: int, c: int,
+               m: int) -> float | None:
+    last = self._last.get((metric, impl))
+    if last is None:
+      return None
+    cost, seconds = last
+    return seconds * _cost(metric, n, d, c) / cost * m
+
+  def skip_reason(self, metric, impl, n, d, c, m) -> str | None:
+    est = self.estimate(metric, impl, n, d, c, m)
+    if self.limit and est is not None and est > self.limit:
+      return (f"estimated {est:.0f} s > --max_reference_seconds="
+              f"{self.limit:g}")
+    return None
+
+  def record(self, metric, impl, n, d, c, seconds):
+    self._last[metric, impl] = (_cost(metric, n, d, c), seconds)
+
+
+def _roofline_fn(batched: bool):
+  def two_grams(a, b):
+    hi = lax.Precision.HIGHEST
+    return (jnp.matmul(a.T, a, precision=hi), jnp.matmul(b.T, b, precision=hi))
+  return jax.jit(jax.vmap(two_grams) if batched else two_grams)
+
+
+def _ours(metric: str, x, y, theta, z, seed):
+  if metric == "leep":
+    return lambda: sfda_jax.leep(theta, y)
+  if metric == "nce":
+    return lambda: sfda_jax.nce(z, y)
+  if metric == "nleep":
+    return lambda: sfda_jax.nleep(x, y, seed=seed)
+  if metric == "parc":   # same work as the reference: no subsampling
+    return lambda: sfda_jax.parc(x, y, max_samples=x.shape[0])
+  return lambda: getattr(sfda_jax, metric)(x, y)
+
+
+def _numpy(metric: str, x, y, theta, z, seed):
+  if metric == "leep":
+    return lambda: numpy_reference.leep(theta, y)
+  if metric == "nce":
+    return lambda: numpy_reference.nce(z, y)
+  if metric == "nleep":
+    return lambda: numpy_reference.nleep_sklearn(x, y, seed=seed)
   ref = numpy_reference.sfda_score if metric == "sfda" else getattr(
       numpy_reference, metric)
-  return (lambda: getattr(sfda_jax, metric)(x, y), lambda: ref(x, y))
+  return lambda: ref(x, y)
 
 
-def run_metrics_suite() -> list[dict]:
-  n, d, c = (FLAGS.n, FLAGS.d, FLAGS.c)
-  nleep_c = FLAGS.nleep_c
-  if FLAGS.quick:
-    n, d, c, nleep_c = 600, 64, 10, 4
-  rng = np.random.default_rng(FLAGS.seed + 1)
+def _torch_fn(metric: str, xt, y, device, dtype):
+  fn = torch_reference.sfda_score if metric == "sfda" else torch_reference.logme
+  return lambda: fn(xt, y, device=device, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------
+# Metrics suite
+
+
+def _warm_up_references(cfg: Config, torch_ok: bool,
+                        torch_device: str | None) -> None:
+  """One tiny call of each reference: one-off start-up costs (lazy imports,
+  library and device initialisation) stay out of every timed call."""
+  x, y = make_data(60, 6, 3, cfg.seed)
+  if torch_ok:
+    for metric in TORCH_METRICS:
+      if metric in cfg.metrics:
+        _torch_fn(metric, x, y, torch_device, cfg.torch_dtype)()
+  if "numpy" in cfg.impls:
+    for metric in cfg.metrics:
+      if metric not in ("leep", "nce"):
+        _numpy(metric, x, y, None, None, cfg.seed)()
+
+
+def run_metrics_suite(cfg: Config,
+                      on_progress: Callable[[list[dict]], None] | None = None
+                      ) -> list[dict]:
+  """Times every requested (metric, size, impl); returns the JSON rows.
+
+  ``on_progress(rows_so_far)`` is called after each grid point (the entry
+  point rewrites its JSON, so a run cut short keeps what it measured).
+  """
+  budget = ReferenceBudget(cfg.max_reference_seconds)
+  torch_ok = "torch" in cfg.impls and torch_reference.available()
+  if "torch" in cfg.impls and not torch_ok:
+    logging.warning("torch is not installed: no torch rows (pip install -e "
+                    "'.[baseline]').")
+  torch_device = None
+  if torch_ok:
+    torch_device = cfg.torch_device or torch_reference.default_device()
+  _warm_up_references(cfg, torch_ok, torch_device)
   results = []
-  for metric in FLAGS.metrics:
-    mc = nleep_c if metric == "nleep" else c
-    x, y = make_data(n, d, mc, FLAGS.seed)
-    theta = rng.dirichlet(np.full(FLAGS.z, 0.1), size=n).astype(np.float32)
-    z = rng.integers(0, FLAGS.z, size=n)
-    ours, ref = _calls(metric, x, y, theta, z, FLAGS.seed)
-    start = time.perf_counter()
-    ours()
-    first = time.perf_counter() - start
-    repeats = FLAGS.nleep_repeats if metric == "nleep" else FLAGS.repeats
-    t_ours, score = _median_time(ours, repeats)
-    logging.info("%s: sfda_jax %.3f s (first call %.2f s)", metric, t_ours,
-                 first)
-    t_ref, ref_score = _median_time(ref, FLAGS.ref_repeats)
-    logging.info("%s: reference %.3f s", metric, t_ref)
-    row = {"suite": "metrics", "name": metric, "N": n, "D": d, "C": mc, "M": 1}
-    results.append(dict(row, impl="sfda_jax", seconds=t_ours,
-                        compile_seconds=max(first - t_ours, 0.0),
-                        score=float(score), dtype="float32"))
-    results.append(dict(row, impl="numpy", seconds=t_ref,
-                        compile_seconds=0.0, score=float(ref_score),
-                        dtype="float64"))
-    # NLEEP is stochastic (float32 and float64 draw different seedings): its
-    # agreement with scikit-learn is a statistical test, not a difference.
-    if FLAGS.x64_check and metric != "nleep":
-      jax.config.update("jax_enable_x64", True)
-      try:
-        x64 = x.astype(np.float64)
-        ours64, _ = _calls(metric, x64, y, theta.astype(np.float64), z,
-                           FLAGS.seed)
-        score64 = ours64()
-      finally:
-        jax.config.update("jax_enable_x64", False)
-      results.append(dict(row, impl="sfda_jax_x64", seconds=None,
-                          compile_seconds=None, score=float(score64),
-                          dtype="float64"))
+  for metric in cfg.metrics:
+    grid = cfg.nleep_grid if metric == "nleep" else cfg.grid
+    for n, d, c in grid:
+      results += _run_point(cfg, metric, n, d, c, budget, torch_ok,
+                            torch_device)
+      if on_progress is not None:
+        on_progress(results)
   return results
 
 
-def _torch_efficientnet(name: str):
+def _run_point(cfg: Config, metric: str, n: int, d: int, c: int,
+               budget: ReferenceBudget, torch_ok: bool,
+               torch_device: str | None) -> list[dict]:
+  x, y = make_data(n, d, c, cfg.seed)
+  rng = np.random.default_rng(cfg.seed + 1)
+  theta = z = None
+  if metric in ("leep", "nce"):
+    theta = rng.dirichlet(np.full(cfg.z, 0.1), size=n).astype(np.float32)
+    z = rng.integers(0, cfg.z, size=n)
+  base = {"suite": "metrics", "name": metric, "N": n, "D": d, "C": c}
+  rows = []
+  ref_impl = "sklearn" if metric == "nleep" else "numpy"
+  logging.info("%s N=%d D=%d C=%d", metric, n, d, c)
+
+  def add(impl, m, timing=None, **extra):
+    row = dict(base, impl=impl, M=m, seconds=None, compile_seconds=None,
+               first_call_seconds=None, repeats=0, score=None, skipped=None)
+    if timing is not None:
+      row.update(seconds=timing.seconds, repeats=timing.repeats,
+                 first_call_seconds=timing.first_call_seconds)
+    row.update(extra)
+    rows.append(row)
+    if row["skipped"]:
+      logging.info("  %s M=%d: skipped (%s)", impl, m, row["skipped"])
+    elif row["seconds"] is not None:
+      logging.info("  %s M=%d %s: %.3f s", impl, m, row.get("batching"),
+                   row["seconds"])
+    return row
+
+  # sfda_jax, one model, device-resident float32 features.
+  xj = jax.block_until_ready(jnp.asarray(x))
+  repeats = cfg.nleep_repeats if metric == "nleep" else cfg.repeats
+  if "sfda_jax" in cfg.impls:
+    t = time_calls(_ours(metric, xj, y, theta, z, cfg.seed), repeats, True)
+    add("sfda_jax", 1, t, compile_seconds=max(t.first_call_seconds
+                                              - t.seconds, 0.0),
+        score=float(t.out), dtype="float32", batching="single")
+    # NLEEP is stochastic (float32 and float64 draw different seedings): its
+    # agreement with scikit-learn is statistical, not a difference.
+    if cfg.x64_check and metric != "nleep":
+      jax.config.update("jax_enable_x64", True)
+      try:
+        score64 = _ours(metric, x.astype(np.float64), y,
+                        None if theta is None else theta.astype(np.float64),
+                        z, cfg.seed)()
+      finally:
+        jax.config.update("jax_enable_x64", False)
+      add("sfda_jax_x64", 1, None, score=float(score64), dtype="float64",
+          batching="single")
+
+  if "roofline" in cfg.impls and metric == "sfda":
+    fn = _roofline_fn(False)
+    xb = jax.block_until_ready(xj * 0.5 + 1.0)     # a second, distinct input
+    t = time_calls(lambda: jax.block_until_ready(fn(xj, xb)), cfg.repeats,
+                   True)
+    add("roofline", 1, t, compile_seconds=max(t.first_call_seconds
+                                              - t.seconds, 0.0),
+        dtype="float32", batching="single",
+        gflops_per_second=4.0 * n * d * d / t.seconds / 1e9)
+    del xb
+
+  xt = None
+  if torch_ok and metric in TORCH_METRICS:
+    import torch  # pylint: disable=g-import-not-at-top
+    xt = torch.as_tensor(x, device=torch_device,
+                         dtype=getattr(torch, cfg.torch_dtype))
+    reason = budget.skip_reason(metric, "torch", n, d, c, 1)
+    if reason:
+      add("torch", 1, None, skipped=reason, dtype=cfg.torch_dtype,
+          device=torch_device, batching="single")
+    else:
+      t, error = time_reference(
+          _torch_fn(metric, xt, y, torch_device, cfg.torch_dtype),
+          cfg.ref_repeats, torch_device != "cpu", cfg.max_reference_seconds)
+      if t is None:
+        add("torch", 1, None, skipped=error, dtype=cfg.torch_dtype,
+            device=torch_device, batching="single")
+      else:
+        budget.record(metric, "torch", n, d, c, t.seconds)
+        add("torch", 1, t, score=float(t.out), dtype=cfg.torch_dtype,
+            device=torch_device, batching="single")
+  elif "torch" in cfg.impls and torch_reference.available():
+    add("torch", 1, None, batching="single", skipped=(
+        "torch_reference.nleep is the scikit-learn path: see impl 'sklearn'"
+        if metric == "nleep" else f"no torch baseline for {metric}"))
+
+  if "numpy" in cfg.impls:
+    reason = budget.skip_reason(metric, ref_impl, n, d, c, 1)
+    if reason:
+      add(ref_impl, 1, None, skipped=reason, dtype="float64",
+          batching="single")
+    else:
+      t, error = time_reference(_numpy(metric, x, y, theta, z, cfg.seed),
+                                cfg.ref_repeats, False,
+                                cfg.max_reference_seconds)
+      if t is None:
+        add(ref_impl, 1, None, skipped=error, dtype="float64",
+            batching="single")
+      else:
+        budget.record(metric, ref_impl, n, d, c, t.seconds)
+        add(ref_impl, 1, t, score=float(t.out), dtype="float64",
+            batching="single")
+
+  m = cfg.models_at_once
+  if m > 1 and metric in BATCHED_METRICS:
+    rows += _run_models_at_once(cfg, metric, x, y, m, base, budget, rows,
+                                torch_ok, torch_device)
+  _add_ratios(rows)
+  return rows
+
+
+def _run_models_at_once(cfg, metric, x, y, m, base, budget, single_rows,
+                        torch_ok, torch_device) -> list[dict]:
+  """M models of one shape: sfda_jax vmapped and looped, torch looped."""
+  n, d, c = base["N"], base["D"], base["C"]
+  rows = []
+  xs = model_variants(x, m, cfg.seed)
+
+  def add(impl, batching, timing=None, **extra):
+    row = dict(base, impl=impl, M=m, seconds=None, compile_seconds=None,
+               first_call_seconds=None, repeats=0, score=None, skipped=None,
+               batching=batching)
+    if timing is not None:
+      row.update(seconds=timing.seconds, repeats=timing.repeats,
+                 first_call_seconds=timing.first_call_seconds)
+    row.update(extra)
+    rows.append(row)
+    logging.info("  %s M=%d %s: %s", impl, m, batching,
+                 row["skipped"] or f"{row['seconds']:.3f} s")
+
+  if "sfda_jax" in cfg.impls:
+    xjs = {f"model{i}": jax.block_until_ready(jnp.asarray(v))
+           for i, v in enumerate(xs)}
+    t = time_calls(lambda: sfda_jax.score_models(xjs, y, metrics=(metric,))
+                   [metric], cfg.repeats, True)
+    add("sfda_jax", "vmap", t, compile_seconds=max(
+        t.first_call_seconds - t.seconds, 0.0), score=t.out["model0"],
+        scores=[t.out[k] for k in xjs], dtype="float32")
+    fn = getattr(sfda_jax, metric)
+    t = time_calls(lambda: [fn(v, y) for v in xjs.values()], cfg.repeats,
+                   True)
+    add("sfda_jax", "loop", t, compile_seconds=max(
+        t.first_call_seconds - t.seconds, 0.0), score=t.out[0],
+        scores=list(t.out), dtype="float32")
+    del xjs
+
+  if "roofline" in cfg.impls and metric == "sfda":
+    a = jax.block_until_ready(jnp.stack([jnp.asarray(v) for v in xs]))
+    b = jax.block_until_ready(a * 0.5 + 1.0)
+    fn = _roofline_fn(True)
+    t = time_calls(lambda: jax.block_until_ready(fn(a, b)), cfg.repeats, True)
+    add("roofline", "vmap", t, compile_seconds=max(
+        t.first_call_seconds - t.seconds, 0.0), dtype="float32",
+        gflops_per_second=4.0 * m * n * d * d / t.seconds / 1e9)
+    del a, b
+
+  if torch_ok and metric in TORCH_METRICS:
+    single = next((r for r in single_rows if r["impl"] == "torch"), None)
+    reason = None
+    if single is None or single["seconds"] is None:
+      reason = "the single-model torch run was skipped"
+    elif (cfg.max_reference_seconds
+          and single["seconds"] * m > cfg.max_reference_seconds):
+      reason = (f"estimated {single['seconds'] * m:.0f} s (M x the single "
+                f"model) > --max_reference_seconds="
+                f"{cfg.max_reference_seconds:g}")
+    if reason:
+      add("torch", "loop", None, skipped=reason, dtype=cfg.torch_dtype,
+          device=torch_device)
+    else:
+      import torch  # pylint: disable=g-import-not-at-top
+      tdtype = getattr(torch, cfg.torch_dtype)
+      xts = [torch.as_tensor(v, device=torch_device, dtype=tdtype) for v in xs]
+      fn = torch_reference.sfda_score if metric == "sfda" else \
+          torch_reference.logme
+      t, error = time_reference(
+          lambda: [fn(v, y, device=torch_device, dtype=cfg.torch_dtype)
+                   for v in xts], cfg.ref_repeats, False,
+          cfg.max_reference_seconds)
+      if t is None:
+        add("torch", "loop", None, skipped=error, dtype=cfg.torch_dtype,
+            device=torch_device)
+      else:
+        add("torch", "loop", t, score=t.out[0], scores=list(t.out),
+            dtype=cfg.torch_dtype, device=torch_device)
+      del xts
+
+  if "numpy" in cfg.impls:
+    add("numpy", "loop", None, dtype="float64", skipped=(
+        "not run: M separate calls of the single-model NumPy reference "
+        "(M x its M=1 row)"))
+  return rows
+
+
+def _add_ratios(rows: list[dict]) -> None:
+  """Adds speed-ups (baseline / sfda_jax) and the roofline multiple
+  (sfda_jax / roofline) to the sfda_jax rows of one grid point."""
+  for m in sorted({r["M"] for r in rows}):
+    at_m = [r for r in rows if r["M"] == m and r["seconds"]]
+    ours = [r for r in at_m if r["impl"] == "sfda_jax"]
+    # With M models the vmapped call is sfda_jax's answer; loop is reported.
+    for r in ours:
+      for other in at_m:
+        if other["impl"] in ("torch", "numpy", "sklearn"):
+          r[f"speedup_vs_{other['impl']}"] = other["seconds"] / r["seconds"]
+        elif other["impl"] == "roofline":
+          r["roofline_multiple"] = r["seconds"] / other["seconds"]
+      loop = [o for o in ours if o.get("batching") == "loop"]
+      if r.get("batching") == "vmap" and loop:
+        r["speedup_vs_loop"] = loop[0]["seconds"] / r["seconds"]
+
+
+def _fmt(value, spec: str, width: int) -> str:
+  if value is None:
+    return f"{'-':>{width}}"
+  return f"{value:>{width}{spec}}"
+
+
+def print_metrics_table(results: list[dict]) -> None:
+  """One line per (metric, N, D, C, M): times, ratios and score errors."""
+  keys = []
+  for r in results:
+    k = (r["name"], r["N"], r["D"], r["C"], r["M"])
+    if k not in keys:
+      keys.append(k)
+  print(f"{'metric':<8}{'N':>7}{'D':>6}{'C':>5}{'M':>4} {'jax':<6}"
+        f"{'sfda_jax s':>11}{'compile s':>10}{'torch s':>10}{'ref s':>10}"
+        f"{'roof s':>9}{'x torch':>9}{'x ref':>8}{'x roof':>8}"
+        f"{'|f32-ref|':>11}{'|x64-ref|':>11}{'|torch-ref|':>12}")
+  for k in keys:
+    rows = [r for r in results if (r["name"], r["N"], r["D"], r["C"],
+                                   r["M"]) == k]
+    by = {}
+    for r in rows:
+      by.setdefault(r["impl"], []).append(r)
+    ref_rows = by.get("numpy", []) + by.get("sklearn", [])
+    ref = next((r for r in ref_rows if r["seconds"]), None)
+    if ref is None and k[4] > 1:   # M > 1: errors against the M=1 reference
+      ref = next((r for r in results if r["impl"] in ("numpy", "sklearn")
+                  and r["M"] == 1 and (r["name"], r["N"], r["D"], r["C"])
+                  == k[:4] and r["seconds"]), None)
+
+    def rel(row):
+      if (row is None or ref is None or row.get("score") is None
+          or ref["score"] is None or k[0] == "nleep"):
+        return None
+      return abs(row["score"] - ref["score"]) / max(abs(ref["score"]), 1e-12)
+
+    torch_row = next(iter(by.get("torch", [])), None)
+    roof = next(iter(by.get("roofline", [])), None)
+    x64 = next(iter(by.get("sfda_jax_x64", [])), None)
+    for ours in by.get("sfda_jax", []) or [None]:
+      o = ours or {}
+      ref_s = ref["seconds"] if ref and ref["M"] == k[4] else None
+      print(f"{k[0]:<8}{k[1]:>7}{k[2]:>6}{k[3]:>5}{k[4]:>4} "
+            f"{o.get('batching') or '-':<6}"
+            f"{_fmt(o.get('seconds'), '.3f', 11)}"
+            f"{_fmt(o.get('compile_seconds'), '.2f', 10)}"
+            f"{_fmt(torch_row and torch_row['seconds'], '.3f', 10)}"
+            f"{_fmt(ref_s, '.3f', 10)}"
+            f"{_fmt(roof and roof['seconds'], '.3f', 9)}"
+            f"{_fmt(o.get('speedup_vs_torch'), '.1f', 8)}x"
+            f"{_fmt(o.get('speedup_vs_numpy', o.get('speedup_vs_sklearn')), '.1f', 7)}x"
+            f"{_fmt(o.get('roofline_multiple'), '.2f', 7)}x"
+            f"{_fmt(rel(ours), '.1e', 11)}{_fmt(rel(x64), '.1e', 11)}"
+            f"{_fmt(rel(torch_row), '.1e', 12)}")
+  skipped = [r for r in results if r["skipped"]]
+  for r in skipped:
+    print(f"  skipped: {r['name']} {r['impl']} N={r['N']} D={r['D']} "
+          f"C={r['C']} M={r['M']}: {r['skipped']}")
+
+
+# ---------------------------------------------------------------------------
+# Extraction suite
+
+
+def _torch_efficientnet(name: str, device: str):
   """The PyTorch baseline: efficientnet_lite_pytorch with the same .pth."""
-  import torch
-  from efficientnet_lite_pytorch import EfficientNet
-  from sfda_jax.backbones import efficientnet_lite
+  import torch  # pylint: disable=g-import-not-at-top
+  from efficientnet_lite_pytorch import EfficientNet  # pylint: disable=g-import-not-at-top
+  from sfda_jax.backbones import efficientnet_lite  # pylint: disable=g-import-not-at-top
   model = EfficientNet.from_pretrained(
       name.replace("_", "-"), weights_path=efficientnet_lite.weights_path(name))
-  model.eval()
+  model.eval().to(device)
 
   def run(images_nhwc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with torch.inference_mode():
-      x = torch.from_numpy(np.ascontiguousarray(images_nhwc.transpose(0, 3, 1,
-                                                                      2)))
+      x = torch.from_numpy(np.ascontiguousarray(
+          images_nhwc.transpose(0, 3, 1, 2))).to(device)
       feats = model.extract_features(x).mean(dim=(2, 3))
-      return feats.numpy(), model._fc(feats).numpy()
+      return feats.cpu().numpy(), model._fc(feats).cpu().numpy()  # pylint: disable=protected-access
   return run
 
 
-def run_extract_suite() -> list[dict]:
+def run_extract_suite(cfg: Config) -> list[dict]:
   """Images/s of one backbone in Flax (float32, bfloat16) and PyTorch."""
-  from sfda_jax import backbones
+  from sfda_jax import backbones  # pylint: disable=g-import-not-at-top
   results = []
-  batches = 1 if FLAGS.quick else FLAGS.extract_batches
-  batch_size = 4 if FLAGS.quick else FLAGS.batch_size
-  for name in FLAGS.extract_models:
-    rng = np.random.default_rng(FLAGS.seed)
+  for name in cfg.extract_models:
+    rng = np.random.default_rng(cfg.seed)
     res = backbones.get(name, dtype="float32").preprocessing.image_size
-    images = rng.normal(size=(batch_size, res, res, 3)).astype(np.float32)
+    images = rng.normal(size=(cfg.batch_size, res, res, 3)).astype(np.float32)
     impls = {}
     for dtype, impl in (("float32", "flax"), ("bfloat16", "flax_bf16")):
       bb = backbones.get(name, dtype=dtype)
       impls[impl] = (lambda bb=bb: jax.block_until_ready(
-          bb(jax.numpy.asarray(images))), bb)
+          bb(jnp.asarray(images))), None)
+    torch_device = None
     try:
-      torch_run = _torch_efficientnet(name)
-      impls["torch"] = (lambda: torch_run(images), None)
+      torch_device = cfg.torch_device or torch_reference.default_device()
+      torch_run = _torch_efficientnet(name, torch_device)
+      impls["torch"] = (lambda: torch_run(images), torch_device)
     except ImportError as e:
       logging.warning("PyTorch baseline unavailable (%s): install the "
                       "'baseline' extra.", e)
     reference_features = None
-    for impl, (fn, _) in impls.items():
-      start = time.perf_counter()
-      out = fn()
-      first = time.perf_counter() - start
-      seconds, out = _median_time(fn, batches)
-      feats = np.asarray(out[0], np.float32)
+    for impl, (fn, device) in impls.items():
+      t = time_calls(fn, cfg.extract_batches, True)
+      feats = np.asarray(t.out[0], np.float32)
       if impl == "flax":
         reference_features = feats
       diff = float(np.max(np.abs(feats - reference_features)))
       logging.info("%s %s: %.1f img/s (max |features - flax f32| %.2e)",
-                   name, impl, batch_size / seconds, diff)
-      results.append({"suite": "extract", "name": name, "impl": impl,
-                      "N": batch_size, "D": int(feats.shape[1]), "C": 0,
-                      "M": 1, "seconds": seconds,
-                      "compile_seconds": max(first - seconds, 0.0),
-                      "images_per_second": batch_size / seconds,
-                      "max_abs_diff_vs_flax": diff, "resolution": res})
+                   name, impl, cfg.batch_size / t.seconds, diff)
+      is_jax = impl.startswith("flax")
+      results.append({
+          "suite": "extract", "name": name, "impl": impl,
+          "N": cfg.batch_size, "D": int(feats.shape[1]), "C": 0, "M": 1,
+          "seconds": t.seconds, "repeats": t.repeats,
+          "compile_seconds": (max(t.first_call_seconds - t.seconds, 0.0)
+                              if is_jax else None),
+          "first_call_seconds": t.first_call_seconds, "skipped": None,
+          "images_per_second": cfg.batch_size / t.seconds,
+          "max_abs_diff_vs_flax": diff, "resolution": res,
+          "device": device or str(jax.devices()[0].platform)})
   return results
 
 
 def print_extract_table(results: list[dict]) -> None:
   print(f"{'model':<22}{'impl':<11}{'px':>5}{'batch':>7}{'img/s':>9}"
-        f"{'vs torch':>10}{'compile s':>11}{'max|dF|':>10}")
+        f"{'vs torch':>10}{'first call s':>14}{'max|dF|':>10}")
   torch_rate = {r["name"]: r["images_per_second"] for r in results
                 if r["impl"] == "torch"}
   for r in results:
@@ -220,65 +764,80 @@ def print_extract_table(results: list[dict]) -> None:
              if r["name"] in torch_rate else float("nan"))
     print(f"{r['name']:<22}{r['impl']:<11}{r['resolution']:>5}{r['N']:>7}"
           f"{r['images_per_second']:>9.1f}{ratio:>9.2f}x"
-          f"{r['compile_seconds']:>11.2f}{r['max_abs_diff_vs_flax']:>10.1e}")
+          f"{r['first_call_seconds']:>14.2f}"
+          f"{r['max_abs_diff_vs_flax']:>10.1e}")
 
 
-def print_table(results: list[dict]) -> None:
-  by_metric: dict[str, dict[str, dict]] = {}
-  for r in results:
-    by_metric.setdefault(r["name"], {})[r["impl"]] = r
-  print(f"{'metric':<20}{'N':>7}{'D':>6}{'C':>5}{'sfda_jax s':>12}"
-        f"{'compile s':>11}{'numpy f64 s':>13}{'speed-up':>10}"
-        f"{'|f32-ref| rel':>15}{'|x64-ref| rel':>15}")
-  for name, rows in by_metric.items():
-    ours, ref = rows["sfda_jax"], rows["numpy"]
-    scale = max(abs(ref["score"]), 1e-12)
-    err32 = abs(ours["score"] - ref["score"]) / scale
-    err64 = (abs(rows["sfda_jax_x64"]["score"] - ref["score"]) / scale
-             if "sfda_jax_x64" in rows else float("nan"))
-    print(f"{name:<20}{ours['N']:>7}{ours['D']:>6}{ours['C']:>5}"
-          f"{ours['seconds']:>12.3f}{ours['compile_seconds']:>11.2f}"
-          f"{ref['seconds']:>13.3f}{ref['seconds'] / ours['seconds']:>9.1f}x"
-          f"{err32:>15.2e}{err64:>15.2e}")
+# ---------------------------------------------------------------------------
+# Entry point
 
 
-def versions() -> dict[str, str]:
-  import flax
-  import scipy
-  return {"python": platform.python_version(), "jax": jax.__version__,
-          "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__")
-          else jax.__version__, "flax": flax.__version__,
-          "numpy": np.__version__, "scipy": scipy.__version__,
-          "sfda_jax": sfda_jax.__version__}
+def versions() -> dict[str, str | None]:
+  import flax  # pylint: disable=g-import-not-at-top
+  import scipy  # pylint: disable=g-import-not-at-top
+  out = {"python": platform.python_version(), "jax": jax.__version__,
+         "jaxlib": getattr(jax.lib, "__version__", jax.__version__),
+         "flax": flax.__version__, "numpy": np.__version__,
+         "scipy": scipy.__version__, "sfda_jax": sfda_jax.__version__,
+         "torch": None, "torch_cuda": None, "sklearn": None}
+  try:
+    import sklearn  # pylint: disable=g-import-not-at-top
+    out["sklearn"] = sklearn.__version__
+  except ImportError:
+    pass
+  if torch_reference.available():
+    import torch  # pylint: disable=g-import-not-at-top
+    out["torch"] = torch.__version__
+    out["torch_cuda"] = torch.version.cuda
+  return out
+
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def device_description() -> str:
+  dev = jax.devices()[0]
+  return (f"{dev.device_kind} ({jax.default_backend()}), {os.cpu_count()} "
+          f"CPUs, {_cpu_model()}")
 
 
 def main(argv):
   del argv
-  unknown = [m for m in FLAGS.metrics if m not in sfda_jax.ALL_METRICS]
-  if unknown:
-    raise app.UsageError(f"unknown metric {unknown[0]!r}; valid: "
-                         f"{list(sfda_jax.ALL_METRICS)}")
+  cfg = config_from_flags()
   if FLAGS.output:   # fail before the long work, not after
     directory = os.path.dirname(os.path.abspath(FLAGS.output))
     os.makedirs(directory, exist_ok=True)
     if not os.access(directory, os.W_OK):
-      raise app.UsageError(f"--output directory {directory} is not writable")
-  device = f"{jax.devices()[0].device_kind} ({jax.default_backend()}), " \
-           f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"
-  results = []
+      raise ValueError(f"--output directory {directory} is not writable")
+  device = device_description()
+  logging.info("config: %s", cfg)
   print(f"device: {device}")
-  if FLAGS.suite in ("metrics", "all"):
-    metric_rows = run_metrics_suite()
-    print_table(metric_rows)
+  header = {"device": device, "versions": versions(),
+            "config": dataclasses.asdict(cfg)}
+
+  def write(rows: list[dict], complete: bool) -> None:
+    if FLAGS.output:
+      atomic.write_bytes(FLAGS.output, json.dumps(
+          dict(header, complete=complete, results=rows), indent=1).encode())
+
+  results = []
+  if cfg.suite in ("metrics", "all"):
+    metric_rows = run_metrics_suite(cfg, lambda rows: write(rows, False))
+    print_metrics_table(metric_rows)
     results += metric_rows
-  if FLAGS.suite in ("extract", "all"):
-    extract_rows = run_extract_suite()
+  if cfg.suite in ("extract", "all"):
+    extract_rows = run_extract_suite(cfg)
     print_extract_table(extract_rows)
     results += extract_rows
-  if FLAGS.output:
-    atomic.write_bytes(FLAGS.output, json.dumps(
-        {"device": device, "versions": versions(), "results": results},
-        indent=1).encode())
+  write(results, True)
 
 
 if __name__ == "__main__":

@@ -1,40 +1,166 @@
 """The benchmark's small setting runs end to end and writes its JSON."""
 
 import json
+import math
 import os
-import subprocess
-import sys
+
+from absl import flags
+from absl.testing import flagsaver
+import pytest
+
+from conftest import run_entry_point
+from experiments import benchmark
+from sfda_jax.baselines import torch_reference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROW_KEYS = {"suite", "name", "impl", "N", "D", "C", "M", "seconds",
+            "compile_seconds", "skipped"}
+
+
+def _finite_positive(v):
+  return isinstance(v, float) and math.isfinite(v) and v > 0
 
 
 def test_quick_metrics_benchmark_writes_json(tmp_path):
   out = tmp_path / "bench.json"
-  proc = subprocess.run(
-      [sys.executable, "-m", "experiments.benchmark", "--quick",
-       "--suite=metrics", "--metrics=sfda,logme,leep", "--repeats=1",
-       f"--output={out}"], cwd=ROOT, capture_output=True, text=True,
+  proc = run_entry_point(
+      ["experiments.benchmark", "--quick", "--suite=metrics",
+       "--metrics=sfda,logme,nleep,leep", f"--output={out}"], ROOT,
       timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "speed-up" in proc.stdout and "sfda" in proc.stdout
+  assert "x torch" in proc.stdout and "sfda" in proc.stdout
   payload = json.loads(out.read_text())
   assert {"device", "versions", "results"} <= set(payload)
-  impls = {(r["name"], r["impl"]) for r in payload["results"]}
-  assert ("sfda", "sfda_jax") in impls and ("sfda", "numpy") in impls
-  for row in payload["results"]:
+  assert payload["complete"] is True
+  rows = payload["results"]
+  for row in rows:
+    assert ROW_KEYS <= set(row), row
     assert row["suite"] == "metrics"
-    assert {"N", "D", "C", "M", "seconds", "compile_seconds"} <= set(row)
-  sfda = {r["impl"]: r["score"] for r in payload["results"]
-          if r["name"] == "sfda"}
+    assert row["skipped"] or row["impl"] == "sfda_jax_x64" or \
+        _finite_positive(row["seconds"]), row
+    if row["skipped"]:
+      assert row["seconds"] is None
+  impls = {(r["name"], r["impl"], r["M"]) for r in rows if not r["skipped"]}
+  expected = {("sfda", "sfda_jax", 1), ("sfda", "numpy", 1),
+              ("sfda", "roofline", 1), ("sfda", "sfda_jax", 2),
+              ("sfda", "roofline", 2), ("logme", "sfda_jax", 1),
+              ("logme", "numpy", 1), ("logme", "sfda_jax", 2),
+              ("nleep", "sfda_jax", 1), ("nleep", "sklearn", 1),
+              ("leep", "sfda_jax", 1), ("leep", "numpy", 1)}
+  if torch_reference.available():
+    expected |= {("sfda", "torch", 1), ("logme", "torch", 1),
+                 ("sfda", "torch", 2), ("logme", "torch", 2)}
+  assert expected <= impls, expected - impls
+  # The M-model NumPy loop is not run, and says so.
+  assert any(r["impl"] == "numpy" and r["M"] == 2 and r["skipped"]
+             for r in rows)
+
+  ours = {(r["name"], r["M"], r["batching"]): r for r in rows
+          if r["impl"] == "sfda_jax"}
+  for name in ("sfda", "logme"):
+    single = ours[name, 1, "single"]
+    assert _finite_positive(single["speedup_vs_numpy"])
+    assert single["compile_seconds"] >= 0
+    vmapped = ours[name, 2, "vmap"]
+    assert _finite_positive(vmapped["speedup_vs_loop"])
+    # vmapped, looped and single scores agree; model 0 is the single model
+    assert abs(vmapped["scores"][0] - single["score"]) <= 1e-4
+    assert vmapped["scores"] == pytest.approx(
+        ours[name, 2, "loop"]["scores"], rel=1e-4)
+    if torch_reference.available():
+      assert _finite_positive(single["speedup_vs_torch"])
+      torch_row = next(r for r in rows if r["impl"] == "torch"
+                       and r["name"] == name and r["M"] == 1)
+      assert torch_row["score"] == pytest.approx(single["score"], rel=1e-4)
+  assert _finite_positive(ours["sfda", 1, "single"]["roofline_multiple"])
+  assert _finite_positive(ours["sfda", 2, "vmap"]["roofline_multiple"])
+  assert _finite_positive(ours["nleep", 1, "single"]["speedup_vs_sklearn"])
+  sfda = {r["impl"]: r["score"] for r in rows
+          if r["name"] == "sfda" and r["M"] == 1}
   assert abs(sfda["sfda_jax_x64"] - sfda["numpy"]) <= 1e-6 * abs(sfda["numpy"])
   # atomic write: nothing but the result (no temp file) in the directory
   assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]
 
 
-def test_unknown_metric_is_a_usage_error(tmp_path):
-  proc = subprocess.run(
-      [sys.executable, "-m", "experiments.benchmark", "--quick",
-       "--metrics=nope"], cwd=ROOT, capture_output=True, text=True,
-      timeout=300)
+def test_quick_extract_benchmark_folds_into_json(tmp_path):
+  out = tmp_path / "bench.json"
+  proc = run_entry_point(
+      ["experiments.benchmark", "--quick", "--suite=extract",
+       f"--output={out}"], ROOT, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.loads(out.read_text())["results"]
+  impls = {r["impl"] for r in rows}
+  assert {"flax", "flax_bf16"} <= impls
+  if torch_reference.available():
+    assert "torch" in impls
+  for row in rows:
+    assert ROW_KEYS <= set(row)
+    assert row["suite"] == "extract" and row["name"] == "efficientnet_lite0"
+    assert _finite_positive(row["images_per_second"])
+    assert row["max_abs_diff_vs_flax"] < (0.5 if row["impl"] == "flax_bf16"
+                                          else 1e-3)
+
+
+def test_unknown_metric_is_an_error(tmp_path):
+  proc = run_entry_point(
+      ["experiments.benchmark", "--quick", "--metrics=nope"], ROOT)
   assert proc.returncode != 0
   assert "unknown metric 'nope'" in proc.stderr
+
+
+@pytest.fixture
+def parsed_flags():
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS(["benchmark"])
+  with flagsaver.flagsaver():
+    yield
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"n": ["abc"]}, "--n takes integers"),
+    ({"n": ["10"], "c": ["10"]}, "too small"),
+    ({"nleep_n": ["20"], "nleep_c": ["10"]}, "too small"),
+    ({"d": ["0"]}, "--d values must be >= 1"),
+    ({"models_at_once": 0}, "--models_at_once"),
+    ({"repeats": 0}, "--repeats"),
+    ({"impls": ["jax"]}, "unknown impl 'jax'"),
+    ({"max_reference_seconds": -1.0}, "max_reference_seconds"),
+])
+def test_bad_flags_raise_value_error(parsed_flags, overrides, message):
+  del parsed_flags
+  for name, value in overrides.items():
+    setattr(flags.FLAGS, name, value)
+  with pytest.raises(ValueError, match=message):
+    benchmark.config_from_flags()
+
+
+def test_grid_is_a_sorted_product(parsed_flags):
+  del parsed_flags
+  flags.FLAGS.n = ["5000", "1000"]
+  flags.FLAGS.d = ["64", "2048"]
+  flags.FLAGS.c = ["10"]
+  flags.FLAGS.models_at_once = 4
+  cfg = benchmark.config_from_flags()
+  assert cfg.grid == ((1000, 64, 10), (5000, 64, 10), (1000, 2048, 10),
+                      (5000, 2048, 10))
+  assert cfg.models_at_once == 4
+
+
+def test_a_failing_baseline_is_recorded_not_fatal():
+  def boom():
+    raise RuntimeError("linalg.cholesky: not positive-definite")
+  timing, why = benchmark.time_reference(boom, 1, False, 0.0)
+  assert timing is None and "not positive-definite" in why
+  timing, why = benchmark.time_reference(lambda: 1.5, 2, True, 0.0)
+  assert why is None and timing.out == 1.5 and timing.repeats == 2
+
+
+def test_reference_budget_extrapolates_and_skips():
+  budget = benchmark.ReferenceBudget(limit=10.0)
+  assert budget.skip_reason("sfda", "numpy", 1000, 64, 10, 1) is None
+  budget.record("sfda", "numpy", 1000, 512, 10, seconds=2.0)
+  assert budget.skip_reason("sfda", "numpy", 2000, 512, 10, 1) is None
+  reason = budget.skip_reason("sfda", "numpy", 10000, 2048, 10, 1)
+  assert reason and "max_reference_seconds" in reason
+  assert benchmark.ReferenceBudget(0.0).skip_reason(
+      "sfda", "numpy", 10 ** 6, 4096, 10, 1) is None
