@@ -95,6 +95,13 @@ def test_rank_offline_zoo_on_fashion_mnist(fmnist_dir, tmp_path):
   assert set(payload["scores"]["sfda"]) == {"efficientnet_lite0",
                                             "efficientnet_lite0@random"}
   assert set(payload["scores"]["leep"]) == {"efficientnet_lite0"}
+  # --ground_truth=auto picked the committed Fashion-MNIST fine-tune results.
+  assert payload["ground_truth_file"].endswith(
+      os.path.join("experiments", "ground_truth",
+                   "fashion_mnist_efficientnet_lite.json"))
+  assert set(payload["ground_truth"]) == set(payload["models"])
+  assert set(payload["agreement"]) == {"sfda", "logme"}
+  assert "agreement with fine-tune accuracy" in proc.stdout
 
 
 _MOCK_RANK = r"""
