@@ -530,7 +530,7 @@ def _run_point(cfg: Config, metric: str, n: int, d: int, c: int,
 def _run_models_at_once(cfg, metric, x, y, m, base, budget, single_rows,
                         torch_ok, torch_device) -> list[dict]:
   """M models of one shape: sfda_jax vmapped and looped, torch looped."""
-  n, d, c = base["N"], base["D"], base["C"]
+  n, d = base["N"], base["D"]
   rows = []
   xs = model_variants(x, m, cfg.seed)
 

@@ -20,7 +20,6 @@ import platform
 import sys
 import time
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np
