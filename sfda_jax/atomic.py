@@ -1,13 +1,15 @@
 """Atomic file writes: a temp file in the target directory, fsync, rename.
 
 A crash or interruption never leaves a partial or corrupt file at ``path``;
-readers see the old file or the complete new one.
+readers see the old file or the complete new one. The file gets the
+permissions a plain ``open(path, "wb")`` would give (``0o666`` minus the
+umask), not the ``0o600`` of a temp file.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from typing import BinaryIO, Callable
 
 __all__ = ["write_with", "write_bytes"]
@@ -21,8 +23,16 @@ def write_with(path: str, write: Callable[[BinaryIO], None]) -> None:
   """
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
-                             suffix="-" + os.path.basename(path))
+  # O_EXCL with mode 0o666: a new, unique file that the umask trims like any
+  # other (tempfile.mkstemp would force 0o600 on the final file).
+  while True:
+    tmp = os.path.join(directory, f".tmp-{secrets.token_hex(8)}-"
+                       f"{os.path.basename(path)}")
+    try:
+      fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+      break
+    except FileExistsError:
+      continue
   try:
     with os.fdopen(fd, "wb") as f:
       write(f)
