@@ -92,21 +92,45 @@ def build_backbone(name: str):
                                 random_init=bool(control), seed=FLAGS.seed)
 
 
-def auto_ground_truth(dataset: str, models) -> str | None:
-  """The committed ground truth for ``dataset`` if it covers ``models``."""
-  path = DEFAULT_GROUND_TRUTH.get(dataset)
-  if path is None or not os.path.exists(path):
-    logging.info("no committed ground truth for %s; ranking without "
-                 "agreement (pass --ground_truth=FILE).", dataset)
-    return None
+def resolve_ground_truth(spec: str, dataset: str, models
+                         ) -> tuple[str | None, dict[str, float] | None]:
+  """``(file, {model: accuracy})`` for ``--ground_truth=spec``, or ``(None,
+  None)`` for no agreement. Reads the file once, before any extraction.
+
+  ``auto``: the committed ground truth for ``dataset`` when it covers every
+  model (otherwise none, logged); ``none``: none; anything else is a file
+  that must cover every model (a missing model is an error, extra ones a
+  warning).
+
+  Raises:
+    ValueError: an unreadable file, an unknown dataset in it, or a model it
+      has no accuracy for.
+  """
+  if spec == "none":
+    return None, None
+  if spec == "auto":
+    path = DEFAULT_GROUND_TRUTH.get(dataset)
+    if path is None or not os.path.exists(path):
+      logging.info("no committed ground truth for %s; ranking without "
+                   "agreement (pass --ground_truth=FILE).", dataset)
+      return None, None
+  else:
+    path = spec
   known = report.load_ground_truth(path, dataset)
   missing = sorted(set(models) - set(known))
-  if missing:
+  if missing and spec == "auto":
     logging.info("committed ground truth %s has no accuracy for %s; ranking "
                  "without agreement (pass --ground_truth=FILE).", path,
                  missing)
-    return None
-  return path
+    return None, None
+  if missing:
+    raise ValueError(f"ground truth {path} has no accuracy for {missing}; it "
+                     f"has {sorted(known)}.")
+  extra = sorted(set(known) - set(models))
+  if extra:
+    logging.warning("ground truth names models that were not ranked: %s",
+                    extra)
+  return path, {m: known[m] for m in models}
 
 
 def main(argv):
@@ -125,9 +149,13 @@ def main(argv):
     dataset_name, feats, labels = report.load_features_dir(
         FLAGS.dataset, FLAGS.features_dataset)
     split, num_examples = "precomputed", int(labels.shape[0])
+    ground_truth, accuracies = resolve_ground_truth(
+        FLAGS.ground_truth, dataset_name, feats)
   else:
     from sfda_jax import data, features
     names = model_names(FLAGS.models, FLAGS.dataset)
+    ground_truth, accuracies = resolve_ground_truth(     # before extraction
+        FLAGS.ground_truth, FLAGS.dataset, names)
     bbs = {name: build_backbone(name) for name in names}   # fail fast
     ds = data.load(FLAGS.dataset, split=FLAGS.split,
                    num_examples=FLAGS.num_examples or None,
@@ -141,23 +169,6 @@ def main(argv):
       if res.source_logits is not None:
         source_probs[name] = res.source_probs
       timings[f"extract/{name}"] = res.seconds
-  accuracies = None
-  ground_truth = FLAGS.ground_truth
-  if ground_truth == "auto":
-    ground_truth = auto_ground_truth(dataset_name, feats)
-  elif ground_truth == "none":
-    ground_truth = None
-  if ground_truth:
-    accuracies = report.load_ground_truth(ground_truth, dataset_name)
-    missing = sorted(set(feats) - set(accuracies))
-    if missing:
-      raise ValueError(f"ground truth {ground_truth} has no accuracy "
-                       f"for {missing}; it has {sorted(accuracies)}.")
-    extra = sorted(set(accuracies) - set(feats))
-    if extra:
-      logging.warning("ground truth names models that were not ranked: %s",
-                      extra)
-    accuracies = {m: accuracies[m] for m in feats}
   metrics = FLAGS.metrics or [m for m in sfda_jax.ALL_METRICS
                               if m in sfda_jax.FEATURE_METRICS or source_probs]
   if any(m in sfda_jax.SOURCE_METRICS for m in metrics) and not source_probs:

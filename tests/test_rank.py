@@ -72,6 +72,15 @@ def test_rank_reports_bad_input_before_work(features_dir, tmp_path):
   proc = run_rank(f"--dataset={d}", f"--ground_truth={gt}",
                   f"--output_dir={tmp_path / 'o'}", "--metrics=sfda")
   assert proc.returncode != 0 and "no accuracy for ['net_c']" in proc.stderr
+  # The zoo path checks the ground truth before loading data or extracting.
+  proc = run_rank("--models=efficientnet_lite0,efficientnet_lite1",
+                  f"--ground_truth={gt}", f"--cache_dir={tmp_path / 'c'}",
+                  f"--data_dir={tmp_path / 'no_tfds'}",
+                  f"--output_dir={tmp_path / 'o'}")
+  assert proc.returncode != 0, proc.stderr[-2000:]
+  assert ("no accuracy for ['efficientnet_lite0', 'efficientnet_lite1']"
+          in proc.stderr)
+  assert not (tmp_path / "c").exists() and not (tmp_path / "no_tfds").exists()
   blocker = tmp_path / "file"
   blocker.write_text("x")
   proc = run_rank(f"--dataset={d}", f"--output_dir={blocker / 'sub'}")
