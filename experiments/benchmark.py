@@ -54,7 +54,6 @@ from typing import Any, Callable, Sequence
 # may not).
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging
 import jax
@@ -62,6 +61,7 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
+from experiments import _cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 import sfda_jax
 from sfda_jax import atomic
 from sfda_jax.baselines import numpy_reference
@@ -841,4 +841,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)
