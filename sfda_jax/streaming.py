@@ -6,7 +6,7 @@ labels [n])`` chunks and keeps only sufficient statistics (counts, class means,
 scatter matrices). The scores equal the in-memory ``sfda_jax.<metric>`` (to
 1e-6 relative under ``jax_enable_x64``, tested) because both paths call the
 same statistics-level function: ``_sfda.sfda_fit_from_stats``,
-``_logme.logme_from_gram``, ``_hscore.hscore_from_stats`` /
+``_logme.logme_from_stats``, ``_hscore.hscore_from_stats`` /
 ``regularized_hscore_from_stats``, ``_gbc.gbc_from_stats`` and
 ``_transrate.coding_rate_from_gram``.
 
@@ -414,16 +414,21 @@ def sfda(make_chunks: MakeChunks, num_classes: int | None = None) -> float:
 
 @functools.partial(jax.jit, static_argnames="n")
 def _logme_from_moments(m: stats.ClassMoments, n: int):
-  sums = m.means * m.counts[:, None]                                # [K, D]
-  gram = m.scatter + stats.matmul(sums.T, m.means)                  # F^T F
-  return _logme.logme_from_gram(0.5 * (gram + gram.T), sums.T, m.counts, n)
+  center = m.counts @ m.means / m.counts.sum()
+  dev = m.means - center                                            # [K, D]
+  weighted = dev * m.counts[:, None]                     # (F - center)^T T
+  gram_c = m.scatter + stats.matmul(weighted.T, dev)
+  return _logme.logme_from_stats(center, 0.5 * (gram_c + gram_c.T),
+                                 weighted.sum(axis=0), weighted.T, m.counts,
+                                 m.counts, n)
 
 
 def logme(make_chunks: MakeChunks, num_classes: int | None = None) -> float:
   """LogME of a chunked stream; equals :func:`sfda_jax.logme` (1 pass).
 
-  Uses ``F^T F = scatter + sum_k n_k mu_k mu_k^T``, ``F^T T`` = per-class sums
-  and ``|t_k|^2 = n_k``. Memory ``O(D^2 + K D)`` plus one chunk.
+  Uses the statistics centred at the mean: ``(F - m)^T (F - m) = scatter +
+  sum_k n_k (mu_k - m)(mu_k - m)^T``, ``(F - m)^T T`` = per-class sums of
+  ``F - m`` and ``|t_k|^2 = n_k`` (:func:`_logme.logme_from_stats`). Memory ``O(D^2 + K D)`` plus one chunk.
 
   Args:
     make_chunks: returns a fresh iterator of ``(features [n, D], labels [n])``.

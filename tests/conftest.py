@@ -1,5 +1,6 @@
 """Shared fixtures: a scoped float64 switch and synthetic labelled features."""
 
+import contextlib
 import fcntl
 import os
 import sys
@@ -13,15 +14,28 @@ sys.path.insert(0, os.path.dirname(__file__))   # `from conftest import ...`
 FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 
-@pytest.fixture
-def x64():
-  """Runs a test with ``jax_enable_x64`` on, restoring the previous value."""
+@contextlib.contextmanager
+def _x64_on():
   previous = jax.config.jax_enable_x64
   jax.config.update("jax_enable_x64", True)
   try:
     yield
   finally:
     jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.fixture
+def x64():
+  """Runs a test with ``jax_enable_x64`` on, restoring the previous value."""
+  with _x64_on():
+    yield
+
+
+@pytest.fixture
+def x64_scope():
+  """A context manager factory: ``with x64_scope(): ...`` turns
+  ``jax_enable_x64`` on for part of a test only."""
+  return _x64_on
 
 
 def make_features(n, d, k, seed=0, separation=2.0, unbalanced=True,

@@ -39,15 +39,15 @@ def gbc_core(x: jax.Array, labels: jax.Array, num_classes: int,
              gaussian_type: str = "diagonal", pca_dim: int | None = None,
              reg: float = 1e-6) -> jax.Array:
   """GBC on validated inputs (pure, jittable, vmappable over ``x``)."""
+  x = stats.center(x)          # translation invariant: accurate class means
   if pca_dim is not None and pca_dim < x.shape[1]:
-    xc = x - x.mean(axis=0)
-    _, basis = stats.principal_basis(stats.gram(xc) / x.shape[0])
-    x = stats.matmul(xc, basis[:, :pca_dim])
+    _, basis = stats.principal_basis(stats.gram(x) / x.shape[0])
+    x = stats.matmul(x, basis[:, :pca_dim])
   means, counts = stats.class_means(x, labels, num_classes)
   centred = x - means[labels]
   y = stats.one_hot(labels, num_classes, x.dtype)
   var = stats.matmul(y.T, centred * centred) / counts[:, None]     # [K, D]
-  global_var = jnp.mean((x - x.mean(axis=0)) ** 2, axis=0)
+  global_var = jnp.mean(x * x, axis=0)
   return gbc_from_stats(means, var, global_var, gaussian_type, reg)
 
 

@@ -5,27 +5,38 @@ Transfer Learning." ICML 2021; fixed-point solver from "Ranking and Tuning
 Pre-trained Models: A New Paradigm for Exploiting Model Hubs" (arXiv
 2110.10545).
 
-Sufficient statistics: for ``N > D`` the score needs only ``F^T F`` ``[D, D]``,
-``F^T T`` ``[D, T]``, ``|t|^2`` per column and ``N`` (:func:`logme_from_gram`,
-shared with ``sfda_jax.streaming.logme``). For ``N <= D`` the in-memory path
-takes a thin SVD of ``F``; the Gram route gives the same spectrum when only
-the top ``rank = min(N, D)`` eigenvalues are kept (the other ``D - N`` are
-rounding noise of exact zeros).
+Sufficient statistics: for ``N > D`` the score needs only the Gram, column
+sums and target products of the features centred at their mean, the mean,
+``|t|^2`` per column and ``N`` (:func:`logme_from_stats`, shared with
+``sfda_jax.streaming.logme``). For ``N <= D`` the ``N x N`` row Gram of the
+centred features gives the left singular vectors of ``F`` directly.
+
+Precision: the eigen-solve and the projections of the targets onto the
+eigenbasis run in float64 whatever the working dtype
+(:func:`stats.precise`: on the host through a callback when x64 is off).
+The uncentred ``F^T F`` of ReLU features is ill-conditioned (1e9 is common),
+and a float32 eigen-solve of it loses every eigenvalue below ``1e-7`` of the
+largest: the residual ``|t|^2 - sum x^2`` went negative and the score NaN.
+The centred statistics are formed on the device in the working dtype (they
+are accurate: no offset), the rank-one mean terms are added back in float64,
+eigenvalues at the rounding level of that formation count as exact zeros of
+the fit (see ``_RESOLVE``) and the residual is clamped at 0.
 
 For each target column ``t`` (one-hot class indicator, or a regression target)
 a Bayesian linear model ``t ~ N(F w, 1/beta)``, ``w ~ N(0, 1/alpha)`` has its
 evidence maximised over ``(alpha, beta)`` by a fixed point run in the
 eigenbasis of ``F^T F``; the score is the mean per-sample log evidence.
 
-Implementation: the eigenbasis projection ``x = u^T t`` is formed as
-``diag(1/s) V^T (F^T T)``, so the ``[N, D]`` matrix ``u`` is never built; the
-fixed point is a ``lax.while_loop`` (at most 11 steps, as the reference) vmapped
+Implementation: for ``N > D`` the eigenbasis projection ``x = u^T t`` is
+formed as ``diag(1/s) V^T (F^T T)``, so the ``[N, D]`` matrix ``u`` is never
+built; the fixed point is a ``lax.while_loop`` (at most 11 steps, as the reference) vmapped
 over target columns. Reference semantics for ``N < D`` are kept: the
 log-determinant omits the ``D - k`` zero singular values.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -36,43 +47,83 @@ import numpy as np
 from sfda_jax.metrics import _validation
 from sfda_jax.metrics import stats
 
-__all__ = ["logme", "logme_core", "logme_from_gram"]
+__all__ = ["logme", "logme_core", "logme_from_stats"]
 
 _MAX_ITERS = 11
 _EPS = 1e-5
+#: Eigenvalues below ``_RESOLVE * eps * |Gc|_F`` (``Gc`` the centred Gram,
+#: ``eps`` of the dtype it was formed in) are rounding noise of that
+#: formation. Such a direction is kept in the log-determinant with
+#: ``sigma = 0`` and its share of the targets goes to the residual, which is
+#: what an exact tiny ``sigma`` contributes (``sigma << tau``); dividing by a
+#: noisy ``sigma`` instead turned float32 scores into NaN. 10 was the best of
+#: 0/1/10/100 on the float32 battery (BUILD_NOTES.md); under float64 the
+#: floor is ~1e-15 of the spectrum and changes nothing.
+_RESOLVE = 10.0
 
 
-def _spectrum_from_gram(gram: jax.Array, ft_t: jax.Array, rank: int):
-  """``(sigma [D], x [D, T], mask [D])`` from ``F^T F`` and ``F^T T``.
+def _floor(ops, gram, eps):
+  """The rounding level of a Gram matrix formed in a dtype of ``eps``."""
+  return _RESOLVE * eps * ops.sqrt(ops.sum(gram * gram))
 
-  Keeps the top ``rank`` eigenvalues (``rank = min(N, D)``: ``F^T F`` has at
-  most ``N`` non-zero ones) whose square roots exceed ``1e-10``.
+
+def _spectrum_cols(ops, gram_c, csum, center, ft_t_c, tsum, t_sq, scale, *, n,
+                   rank, eps):
+  """The eigenbasis of ``F^T F`` [D, D] from centred statistics (float64).
+
+  ``F^T F = S Gc S + S c m^T + m c^T S + N m m^T`` and ``F^T T = S Sc +
+  m tsum^T`` with ``S = diag(scale)``, ``m`` the (rounded) mean, and
+  ``Gc``/``c``/``Sc`` the Gram, column sums and target products of
+  ``(F - m) / scale``: exact identities whose big rank-one parts are
+  added here in float64, so an offset (ReLU features are all positive) costs
+  no float32 accuracy, and whose column scaling keeps the rounding of ``Gc``
+  relative to each column's own size. A direction ``v`` is resolved when its
+  eigenvalue exceeds that rounding as it reaches ``v``: ``floor * |S v|^2``.
   """
-  d = gram.shape[0]
-  evals, v = stats.eigh(gram)                                      # ascending
-  s = jnp.sqrt(jnp.maximum(evals, 0.0))
-  mask = (s > 1e-10) & (jnp.arange(d) >= d - rank)
-  proj = stats.matmul(v.T, ft_t)                                   # s * u^T t
-  x = proj / jnp.where(mask, s, 1.0)[:, None]
-  return _masked(s, x, mask)
+  d = gram_c.shape[0]
+  c = scale * csum
+  g = (scale[:, None] * gram_c * scale[None, :] + ops.outer(c, center)
+       + ops.outer(center, c) + n * ops.outer(center, center))
+  ft_t = scale[:, None] * ft_t_c + ops.outer(center, tsum)
+  evals, v = ops.eigh(0.5 * (g + g.T))                              # ascending
+  s = ops.sqrt(ops.maximum(evals, 0.0))
+  mask = (s > 1e-10) & (ops.arange(d) >= d - rank)
+  reach = ops.sum((scale[:, None] * v) ** 2, axis=0)
+  ok = mask & (evals > _floor(ops, gram_c, eps) * reach)
+  x = ops.where(ok[:, None], (v.T @ ft_t) / ops.where(ok, s, 1.0)[:, None],
+                0.0)
+  return _spectrum(ops, evals, ok, mask, x, t_sq)
 
 
-def _spectrum_svd(f: jax.Array, targets: jax.Array):
-  """``(sigma [k], x [k, T], mask [k])`` from a thin SVD of ``F`` (N <= D)."""
-  u, s, _ = stats.svd(f)
-  return _masked(s, stats.matmul(u.T, targets), s > 1e-10)
+def _spectrum_rows(ops, u_c, s_c, r, center_sq, targets, *, eps):
+  """The eigenbasis of ``F F^T`` [N, N] (``N <= D``, float64).
+
+  ``F F^T = Kc + r 1^T + 1 r^T + |m|^2 1 1^T`` with ``Kc = U S^2 U^T`` from
+  the thin SVD ``(U, S)`` of ``F - m`` (taken in the working dtype: an SVD
+  resolves singular values down to ``eps * s_max``, a Gram only down to
+  ``sqrt(eps) * s_max``) and ``r = (F - m) m``; the eigenvectors of ``F F^T``
+  are the left singular vectors ``u`` of ``F``, so ``x = u^T t`` needs no
+  division. Directions below the SVD's resolution, ``(R eps s_max)^2``, count
+  as exact zeros of the fit.
+  """
+  kc = (u_c * (s_c * s_c)[None, :]) @ u_c.T
+  k = kc + r[:, None] + r[None, :] + center_sq
+  evals, u = ops.eigh(0.5 * (k + k.T))
+  mask = ops.sqrt(ops.maximum(evals, 0.0)) > 1e-10
+  ok = mask & (evals > (_RESOLVE * eps * ops.max(s_c)) ** 2)
+  x = ops.where(ok[:, None], u.T @ targets, 0.0)
+  return _spectrum(ops, evals, ok, mask, x, ops.sum(targets * targets, 0))
 
 
-def _masked(s, x, mask):
-  x = jnp.where(mask[:, None], x, 0.0)
-  sigma = jnp.where(mask, s * s, 0.0)
-  return sigma, x, mask
-
-
-def _evidence(sigma, mask, x, t_sq, n, d):
-  """Maximised evidence for one target column (``x``: ``[k]``)."""
+def _spectrum(ops, evals, ok, mask, x, t_sq):
+  """``(sigma, x^2, residual |t|^2 - sum x^2 >= 0, log-det mask)``."""
   x2 = x * x
-  res_x2 = t_sq - x2.sum()
+  return (ops.where(ok, evals, 0.0), x2,
+          ops.maximum(t_sq - ops.sum(x2, 0), 0.0), mask)
+
+
+def _evidence(sigma, mask, x2, res_x2, n, d):
+  """Maximised evidence for one target column (``x2``: ``[k]``)."""
 
   def step(carry):
     it, alpha, beta, _, _ = carry
@@ -110,35 +161,60 @@ def logme_core(f: jax.Array, targets: jax.Array) -> jax.Array:
   """
   n, d = f.shape
   targets = targets.astype(f.dtype)
-  t_sq = jnp.sum(targets * targets, axis=0)
+  center = f.mean(axis=0)
+  fc = f - center
   if n > d:
-    return logme_from_gram(stats.gram(f), stats.matmul(f.T, targets), t_sq, n)
-  sigma, x, mask = _spectrum_svd(f, targets)
-  return _mean_evidence(sigma, mask, x, t_sq, n, d)
+    scale = jnp.sqrt(jnp.mean(fc * fc, axis=0))
+    scale = jnp.where(scale > 0, scale, 1.0)
+    fs = fc / scale
+    return logme_from_stats(center, stats.gram(fs), fs.sum(axis=0),
+                            stats.matmul(fs.T, targets), targets.sum(axis=0),
+                            jnp.sum(targets * targets, axis=0), n, scale)
+  eps = float(jnp.finfo(f.dtype).eps)
+  u_c, s_c, _ = stats.svd(fc)
+  sigma, x2, res_x2, mask = stats.precise(
+      functools.partial(_spectrum_rows, eps=eps), u_c, s_c,
+      stats.matmul(fc, center), jnp.sum(center * center), targets)
+  return _mean_evidence(sigma, mask, x2, res_x2, n, d)
 
 
-def logme_from_gram(gram: jax.Array, ft_t: jax.Array, t_sq: jax.Array,
-                    n: int) -> jax.Array:
-  """LogME from sufficient statistics (pure, jittable).
+def logme_from_stats(center: jax.Array, gram_c: jax.Array, csum: jax.Array,
+                     ft_t_c: jax.Array, tsum: jax.Array, t_sq: jax.Array,
+                     n: int, scale: jax.Array | None = None) -> jax.Array:
+  """LogME from sufficient statistics centred at ``center`` (pure, jittable).
+
+  Shared by :func:`logme_core` (``N > D``) and ``sfda_jax.streaming.logme``.
+  The ``D x D`` eigen-solve and the projections run in float64
+  (:func:`stats.precise`); the fixed point runs in the working dtype (its
+  sums are all of positive terms).
 
   Args:
-    gram: ``F^T F`` (uncentred), ``[D, D]``.
-    ft_t: ``F^T T``, ``[D, T]`` (for one-hot targets: the per-class feature
-      sums, transposed).
+    center: the point the statistics are centred at, ``[D]`` (the mean, up
+      to rounding).
+    gram_c: ``Z^T Z`` with ``Z = (F - center) / scale``, ``[D, D]``.
+    csum: ``Z^T 1``, ``[D]`` (zero up to rounding).
+    ft_t_c: ``Z^T T``, ``[D, T]``.
+    tsum: ``1^T T`` per target column, ``[T]`` (class counts for one-hot).
     t_sq: ``|t|^2`` per target column, ``[T]`` (class counts for one-hot).
     n: ``N`` (static).
+    scale: per-column scale ``[D]`` of the statistics (default: ones).
 
   Returns:
     Mean evidence over the ``T`` columns (scalar).
   """
-  d = gram.shape[0]
-  sigma, x, mask = _spectrum_from_gram(gram, ft_t, min(n, d))
-  return _mean_evidence(sigma, mask, x, t_sq, n, d)
+  d = gram_c.shape[0]
+  eps = float(jnp.finfo(gram_c.dtype).eps)
+  if scale is None:
+    scale = jnp.ones((d,), gram_c.dtype)
+  sigma, x2, res_x2, mask = stats.precise(
+      functools.partial(_spectrum_cols, n=float(n), rank=min(n, d), eps=eps),
+      gram_c, csum, center, ft_t_c, tsum, t_sq, scale)
+  return _mean_evidence(sigma, mask, x2, res_x2, n, d)
 
 
-def _mean_evidence(sigma, mask, x, t_sq, n, d):
+def _mean_evidence(sigma, mask, x2, res_x2, n, d):
   ev = jax.vmap(_evidence, in_axes=(None, None, 1, 0, None, None))(
-      sigma, mask, x, t_sq, n, d)
+      sigma, mask, x2, res_x2, n, d)
   return ev.mean()
 
 

@@ -174,7 +174,7 @@ def gmm_posteriors(key: jax.Array, x: jax.Array, num_components: int,
 
 @jax.jit
 def _pca_spectrum(x):
-  xc = x - x.mean(axis=0)
+  xc = stats.center(x)
   w, basis = stats.principal_basis(stats.gram(xc) / x.shape[0])
   return xc, w, basis
 

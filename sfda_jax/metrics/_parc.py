@@ -60,7 +60,7 @@ def _average_ranks(v: jax.Array) -> jax.Array:
 def _reduce(x: jax.Array, pca_dim: int) -> jax.Array:
   """Centred features projected on their top ``pca_dim`` principal axes."""
   n, d = x.shape
-  xc = x - x.mean(axis=0)
+  xc = stats.center(x)
   if d > pca_dim:
     _, basis = stats.principal_basis(stats.gram(xc) / n)
     xc = stats.matmul(xc, basis[:, :pca_dim])

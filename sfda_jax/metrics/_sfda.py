@@ -195,7 +195,12 @@ def true_class_probability(state: SFDAState, x: jax.Array, labels: jax.Array
 
 
 def sfda_core(x: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
-  """The SFDA score on validated inputs (pure, jittable, vmappable over x)."""
+  """The SFDA score on validated inputs (pure, jittable, vmappable over x).
+
+  The score is translation invariant; ``x`` is centred first (two passes) so
+  that class means and scatters come from accurate, small numbers.
+  """
+  x = stats.center(x)
   first = sfda_fit_core(x, labels, num_classes)
   mixed = self_challenge(first, x, labels)
   second = sfda_fit_core(mixed, labels, num_classes, shrinkage=first.shrinkage)

@@ -79,7 +79,7 @@ def transrate_core(x: jax.Array, index: jax.Array, valid: jax.Array,
     eps: the distortion ``eps`` of the coding rate.
   """
   n = x.shape[0]
-  z = x - x.mean(axis=0)
+  z = stats.center(x)
   total = _coding_rate(z, jnp.asarray(n, x.dtype), eps)
 
   def per_class(args):

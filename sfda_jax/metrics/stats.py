@@ -23,11 +23,13 @@ run inline; other backends keep the batched call.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import types
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+import numpy as np
 
 __all__ = [
     "matmul",
@@ -39,6 +41,7 @@ __all__ = [
     "ClassMoments",
     "class_moments",
     "merge_class_moments",
+    "center",
     "within_scatter",
     "total_scatter",
     "between_scatter",
@@ -54,6 +57,7 @@ __all__ = [
     "solve_triangular",
     "eigh",
     "svd",
+    "precise",
 ]
 
 
@@ -266,6 +270,21 @@ def merge_class_moments(a: ClassMoments, b: ClassMoments) -> ClassMoments:
   return ClassMoments(counts=n, means=means, scatter=scatter, sq_dev=sq_dev)
 
 
+def center(x: jax.Array) -> jax.Array:
+  """``x`` minus its column means, from two passes (``[N, D] -> [N, D]``).
+
+  The second pass subtracts the mean of the first pass's residuals, which
+  removes the rounding error of the first mean (Chan, Golub and LeVeque's
+  corrected two-pass algorithm): with a large offset (ReLU features are all
+  positive) a one-pass float32 mean is off by ``~eps * offset``, which can
+  exceed a low-variance column's whole spread. Translation-invariant metrics
+  call it first, so every later statistic (class means, scatters) is computed
+  from accurate, small numbers.
+  """
+  xc = x - x.mean(axis=0)
+  return xc - xc.mean(axis=0)
+
+
 def within_scatter(x: jax.Array, labels: jax.Array, means: jax.Array
                    ) -> jax.Array:
   """Pooled within-class scatter ``Sw = (1/N) sum_i (x_i - mu_{y_i})(.)^T``.
@@ -278,8 +297,7 @@ def within_scatter(x: jax.Array, labels: jax.Array, means: jax.Array
 
 def total_scatter(x: jax.Array) -> jax.Array:
   """Biased covariance ``Cov(X) = (1/N) (X - mu)^T (X - mu)``, ``[D, D]``."""
-  xc = x - x.mean(axis=0)
-  return gram(xc) / x.shape[0]
+  return gram(center(x)) / x.shape[0]
 
 
 def between_scatter(means: jax.Array, priors: jax.Array) -> jax.Array:
@@ -370,17 +388,23 @@ def principal_basis(cov: jax.Array) -> tuple[jax.Array, jax.Array]:
 
   Each eigenvector is flipped so that its largest-magnitude entry is positive
   (scikit-learn's ``svd_flip`` convention on the loadings), which makes PCA
-  projections reproducible.
+  projections reproducible. The eigen-solve runs in float64
+  (:func:`precise`): float32 returns noise for the components below ~1e-7 of
+  the largest variance, which GBC's 64 and PARC's 32 components often reach.
 
   Returns:
     ``(eigenvalues [D] descending, eigenvectors [D, D] as columns)``.
   """
-  w, v = eigh(cov)
+  return precise(_principal_basis, cov)
+
+
+def _principal_basis(ops, cov):
+  w, v = ops.eigh(0.5 * (cov + cov.T))
   w, v = w[::-1], v[:, ::-1]
-  idx = jnp.argmax(jnp.abs(v), axis=0)
-  signs = jnp.sign(v[idx, jnp.arange(v.shape[1])])
-  signs = jnp.where(signs == 0, 1.0, signs).astype(v.dtype)
-  return w, v * signs
+  d = v.shape[1]
+  idx = ops.argmax(ops.abs(v), axis=0)
+  signs = ops.sign(v[idx, ops.arange(d)])
+  return w, v * ops.where(signs == 0, 1.0, signs)
 
 
 def pinv_eigh(s: jax.Array, rcond: float | None = None
@@ -419,3 +443,63 @@ def cholesky_with_jitter(a: jax.Array, scale: jax.Array | None = None
   return lax.cond(
       jnp.all(jnp.isfinite(chol)), lambda: chol,
       lambda: cholesky(a + jitter * jnp.eye(d, dtype=a.dtype)))
+
+
+# ---------------------------------------------------------------------------
+# Small steps in float64, whatever the working precision.
+
+#: The two array namespaces a :func:`precise` step is written against: the
+#: same code runs as NumPy on the host (float64 there even when JAX's x64 is
+#: off) or as jax.numpy on the device (under ``jax_enable_x64``). Only ``eigh``
+#: differs (the device one is the deadlock-safe wrapper above).
+_HOST_OPS = types.SimpleNamespace(
+    **{name: getattr(np, name) for name in (
+        "abs", "arange", "argmax", "diagonal", "exp", "log", "max", "maximum",
+        "minimum", "sign",
+        "outer", "sqrt", "square", "sum", "where", "zeros", "ones")},
+    eigh=np.linalg.eigh)
+_DEVICE_OPS = types.SimpleNamespace(
+    **{name: getattr(jnp, name) for name in vars(_HOST_OPS)
+       if name != "eigh"},
+    eigh=lambda a: eigh(a))
+
+
+def precise(fn: Callable[..., Any], *args: jax.Array) -> Any:
+  """``fn(ops, *args)`` evaluated in float64; results in the inputs' dtype.
+
+  For the small ``D x D`` (or ``K x D``) steps of a metric whose float32
+  result would be wrong: an eigen-decomposition of an ill-conditioned scatter
+  (condition 1e5 and more is common for ReLU features) loses in float32 every
+  eigenvalue below ``~1e-7`` of the largest, and with it LogME's and
+  H-score's accuracy, while the scatter itself, formed from centred data, is
+  accurate to far better than that. ``fn`` is written once against ``ops``, a
+  namespace with NumPy's names (``ops.sum``, ``ops.where``, ``ops.eigh``,
+  ...): under ``jax_enable_x64`` it runs on the device as jax.numpy on
+  float64 copies of the inputs; otherwise it runs on the host as NumPy in
+  float64 through :func:`jax.pure_callback` (jittable and vmappable; on an
+  accelerator the small inputs travel to the host and back). Large ``[N, D]``
+  reductions never belong in ``fn``: they stay on the device in the working
+  dtype.
+
+  Args:
+    fn: ``fn(ops, *arrays) -> pytree of arrays``; pure, small inputs.
+    *args: JAX arrays (any float dtype).
+
+  Returns:
+    ``fn``'s pytree, each leaf cast to the result type of ``args``.
+  """
+  dtype = jnp.result_type(*args)
+  if jax.config.jax_enable_x64:
+    out = fn(_DEVICE_OPS, *(jnp.asarray(a, jnp.float64) for a in args))
+    return jax.tree.map(lambda o: jnp.asarray(o).astype(dtype), out)
+  shapes = jax.eval_shape(lambda *a: fn(_DEVICE_OPS, *a), *args)
+  shapes = jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(
+          s.shape, dtype if jnp.issubdtype(s.dtype, jnp.floating)
+          else s.dtype), shapes)
+
+  def host(*arrays):
+    out = fn(_HOST_OPS, *(np.asarray(a, np.float64) for a in arrays))
+    return jax.tree.map(lambda o, s: np.asarray(o, s.dtype), out, shapes)
+
+  return jax.pure_callback(host, shapes, *args, vmap_method="sequential")
