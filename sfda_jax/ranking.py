@@ -2,7 +2,9 @@
 
 ``score_models`` scores a zoo in as few compiled calls as possible: models
 whose features share a shape are stacked and each metric runs once, vmapped
-over the model axis. ``agreement`` compares a metric's ranking with fine-tune
+over the model axis; with ``on_error="record"`` a (metric, model) cell that
+cannot be scored is recorded with its reason (:class:`ScoreResult`) instead
+of ending the call. ``agreement`` compares a metric's ranking with fine-tune
 accuracies (weighted Kendall tau from scipy, Kendall tau, Pearson, rel@k,
 top-1 hit).
 """
