@@ -9,7 +9,10 @@ Extracts (or reuses cached) features of each model on the dataset, scores
 them with every applicable metric (LEEP/NCE only for models with a classifier
 head), prints one ranking per metric and, given fine-tune accuracies, how well
 each metric's ranking agrees with them; writes results.json, results.csv and
-ranking.png to --output_dir. ``--dataset`` may also be a directory of
+ranking.png to --output_dir. A (metric, model) cell that cannot be scored (a
+ValueError: constant features, a non-finite score, ...) is recorded as failed
+with its reason and the rest still runs; the exit status is non-zero only
+when no cell scored. ``--dataset`` may also be a directory of
 precomputed ``{model}_{dataset}_feature.npy`` / ``_label.npy`` pairs (the
 SFDA authors' layout).
 """
@@ -175,34 +178,43 @@ def main(argv):
     raise app.UsageError("leep/nce need models with a classifier head; none "
                          f"of {sorted(feats)} has one.")
   t0 = time.perf_counter()
-  scores = sfda_jax.score_models(feats, labels, metrics=metrics,
+  result = sfda_jax.score_models(feats, labels, metrics=metrics,
                                  source_probs_by_model=source_probs,
-                                 seed=FLAGS.seed)
+                                 seed=FLAGS.seed, on_error="record")
   timings["scoring"] = time.perf_counter() - t0
-  agreement = {}
+  scores = result.table()                       # None for a failed cell
   for metric, per_model in scores.items():
-    print(report.ranking_table(metric, per_model, accuracies) + "\n")
-    if accuracies and len(per_model) >= 2:
-      agreement[metric] = sfda_jax.agreement(per_model, accuracies)
-  if agreement:
+    print(report.ranking_table(metric, per_model, accuracies,
+                               result.failures.get(metric)) + "\n")
+  agreement, skipped = (report.agreement_by_metric(scores, accuracies)
+                        if accuracies else ({}, {}))
+  if agreement or skipped:
     print("agreement with fine-tune accuracy\n"
-          + report.agreement_table(agreement) + "\n")
+          + report.agreement_table(agreement, skipped) + "\n")
   timings["total"] = time.perf_counter() - start
   import flax
   import jax
   payload = {
       "dataset": dataset_name, "split": split, "num_examples": num_examples,
       "models": sorted(feats), "metrics": list(scores), "scores": scores,
+      "failures": result.failures,
       "ground_truth": accuracies, "ground_truth_file": ground_truth,
-      "agreement": agreement or None,
+      "agreement": agreement or None, "agreement_skipped": skipped,
       "timings": timings,
       "versions": {"sfda_jax": sfda_jax.__version__, "jax": jax.__version__,
                    "flax": flax.__version__, "numpy": np.__version__,
                    "python": platform.python_version(),
                    "device": str(jax.devices()[0].device_kind)},
   }
-  for path in report.write_results(FLAGS.output_dir, payload):
+  paths = report.write_results(FLAGS.output_dir, payload)
+  for path in paths:
     print(f"wrote {path}")
+  if result.failures:
+    logging.warning(report.failure_summary(result.failures,
+                                           result.num_scored))
+  if not result.num_scored:
+    raise ValueError(f"no (metric, model) cell could be scored "
+                     f"({result.num_failed} failed; reasons in {paths[0]}).")
 
 
 if __name__ == "__main__":

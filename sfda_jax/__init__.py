@@ -22,12 +22,13 @@ from sfda_jax.metrics import (SFDAState, confmix, gbc, hscore, leep, logme,
 from sfda_jax import streaming
 from sfda_jax.sharding import sample_mesh, shard_samples
 from sfda_jax.ranking import (ALL_METRICS, FEATURE_METRICS, SOURCE_METRICS,
-                              agreement, score_models)
+                              ScoreResult, agreement, score_models)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ALL_METRICS", "FEATURE_METRICS", "SOURCE_METRICS", "SFDAState",
+    "ScoreResult",
     "agreement", "confmix", "gbc", "hscore", "leep", "logme", "nce", "nleep",
     "parc", "regularized_hscore", "sample_mesh", "score_models", "sfda",
     "sfda_fit", "sfda_predict_proba", "sfda_transform", "shard_samples",

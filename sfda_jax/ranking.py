@@ -2,7 +2,9 @@
 
 ``score_models`` scores a zoo in as few compiled calls as possible: models
 whose features share a shape are stacked and each metric runs once, vmapped
-over the model axis. ``agreement`` compares a metric's ranking with fine-tune
+over the model axis; with ``on_error="record"`` a (metric, model) cell that
+cannot be scored is recorded with its reason (:class:`ScoreResult`) instead
+of ending the call. ``agreement`` compares a metric's ranking with fine-tune
 accuracies (weighted Kendall tau from scipy, Kendall tau, Pearson, rel@k,
 top-1 hit).
 """
@@ -10,6 +12,7 @@ top-1 hit).
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 from typing import Any, Callable, Mapping, Sequence
@@ -30,9 +33,9 @@ from sfda_jax.metrics import _parc as parc_lib
 from sfda_jax.metrics import _sfda as sfda_lib
 from sfda_jax.metrics import _transrate as transrate_lib
 
-__all__ = ["FEATURE_METRICS", "SOURCE_METRICS", "ALL_METRICS", "score_models",
-           "agreement", "weighted_tau", "kendall_tau", "pearson", "rel_at_k",
-           "top1_hit"]
+__all__ = ["FEATURE_METRICS", "SOURCE_METRICS", "ALL_METRICS", "ON_ERROR",
+           "ScoreResult", "score_models", "agreement", "weighted_tau",
+           "kendall_tau", "pearson", "rel_at_k", "top1_hit"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +48,10 @@ class _Spec:
   """
   core: Callable[..., jax.Array]
   prepare: Callable[[_validation.EncodedLabels], tuple]
+  #: Whether the score is unchanged when the features are multiplied by a
+  #: positive constant (the flag the metric's own wrapper passes to
+  #: ``check_feature_values``).
+  scale_invariant: bool = False
 
 
 def _codes(enc):
@@ -80,11 +87,12 @@ def _subsampled_codes(enc):
 _BATCHED = {
     "sfda": _Spec(sfda_lib.sfda_core, _codes),
     "logme": _Spec(logme_lib.logme_core, _onehot),
-    "hscore": _Spec(hscore_lib.hscore_core, _codes),
-    "regularized_hscore": _Spec(hscore_lib.regularized_hscore_core, _codes),
-    "gbc": _Spec(gbc_lib.gbc_core, _gbc_codes),
+    "hscore": _Spec(hscore_lib.hscore_core, _codes, scale_invariant=True),
+    "regularized_hscore": _Spec(hscore_lib.regularized_hscore_core, _codes,
+                                scale_invariant=True),
+    "gbc": _Spec(gbc_lib.gbc_core, _gbc_codes, scale_invariant=True),
     "transrate": _Spec(transrate_lib.transrate_core, _index_table),
-    "parc": _Spec(parc_lib.parc_core, _subsampled_codes),
+    "parc": _Spec(parc_lib.parc_core, _subsampled_codes, scale_invariant=True),
 }
 #: Metrics computed from features and target labels.
 FEATURE_METRICS = ("sfda", "logme", "nleep", "hscore", "regularized_hscore",
@@ -115,10 +123,161 @@ def _batched_fn(metric: str, num_args: int, static: tuple):
   return jax.jit(scores)
 
 
+#: ``score_models(on_error=...)`` values.
+ON_ERROR = ("raise", "record")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreResult:
+  """What ``score_models(..., on_error="record")`` returns.
+
+  Attributes:
+    scores: ``{metric: {model: score}}`` of the cells that scored (a metric
+      none of whose cells scored maps to ``{}``); finite floats only, ready
+      for :func:`agreement`.
+    failures: ``{metric: {model: reason}}`` of the cells that raised a
+      ``ValueError``, the reason being its message on one line; only metrics
+      with a failed cell appear.
+    models: every model given, in input order.
+  """
+  scores: dict[str, dict[str, float]]
+  failures: dict[str, dict[str, str]]
+  models: tuple[str, ...]
+
+  @property
+  def num_scored(self) -> int:
+    """How many (metric, model) cells scored."""
+    return sum(len(v) for v in self.scores.values())
+
+  @property
+  def num_failed(self) -> int:
+    """How many (metric, model) cells failed."""
+    return sum(len(v) for v in self.failures.values())
+
+  def table(self) -> dict[str, dict[str, float | None]]:
+    """``{metric: {model: score or None}}``: every attempted cell, ``None``
+    where it failed (models without source probabilities are absent from
+    ``leep``/``nce``), models in input order."""
+    out = {}
+    for metric, per_model in self.scores.items():
+      failed = self.failures.get(metric, {})
+      out[metric] = {m: per_model.get(m) for m in self.models
+                     if m in per_model or m in failed}
+    return out
+
+
+def _one_line(error: Exception) -> str:
+  """An exception's message on one line (its type name if it has none)."""
+  return " ".join(str(error).split()) or type(error).__name__
+
+
+class _Cells:
+  """Scores and failures of a ``score_models`` call, cell by cell.
+
+  ``guard(metric, models)`` runs a block for those cells: in "raise" mode a
+  ValueError propagates; in "record" mode it becomes each cell's failure.
+  Only ValueError is recorded: it is the metrics' contract for "this input
+  cannot be scored" (constant features, a non-finite score, ...); any other
+  exception is a bug or an environment problem and always propagates.
+  """
+
+  def __init__(self, metrics: Sequence[str], on_error: str):
+    self.record = on_error == "record"
+    self.scores: dict[str, dict[str, float]] = {m: {} for m in metrics}
+    self.failures: dict[str, dict[str, str]] = {}
+
+  def fail(self, metric: str, models: Sequence[str], error: ValueError):
+    if not self.record:
+      raise error
+    for model in models:
+      self.failures.setdefault(metric, {})[model] = _one_line(error)
+
+  @contextlib.contextmanager
+  def guard(self, metric: str, models: Sequence[str]):
+    try:
+      yield
+    except ValueError as e:
+      self.fail(metric, models, e)
+
+
+def _feature_scales(feats: Mapping[str, jax.Array], metrics: Sequence[str],
+                    cells: _Cells) -> dict[str, dict[str, float]]:
+  """The value checks of every (feature metric, model) cell, as the metric's
+  own wrapper runs them (NaN/Inf, constant features, magnitude range), from
+  one summary per model.
+
+  Returns:
+    ``{metric: {model: scale}}`` for the cells that passed: the power of two
+    to multiply the features by (1.0 but for scale-invariant metrics with
+    out-of-range values; see ``check_feature_values``). The others are
+    failed in ``cells``.
+  """
+  scales: dict[str, dict[str, float]] = {m: {} for m in metrics}
+  if not metrics:
+    return scales
+  for name, x in feats.items():
+    try:
+      _validation.check_finite_features(x, f"features of model {name!r}")
+      summary = _validation.feature_value_summary(x)
+    except ValueError as e:
+      for metric in metrics:
+        cells.fail(metric, [name], e)
+      continue
+    for metric in metrics:
+      # NLEEP is not scale invariant (nleep() checks the same again).
+      invariant = metric in _BATCHED and _BATCHED[metric].scale_invariant
+      with cells.guard(metric, [name]):
+        scales[metric][name] = _validation.feature_value_scale(
+            summary, x.dtype, x.shape[1], f"{metric} (model {name!r})",
+            invariant)
+  return scales
+
+
+def _score_batched(metric: str, feats: Mapping[str, jax.Array],
+                   scales: Mapping[str, float],
+                   enc: _validation.EncodedLabels, cells: _Cells) -> None:
+  """Scores the models in ``scales`` with a batched metric, one call per
+  group of equal feature shapes, into ``cells``.
+
+  A non-finite score fails only its model's cell. When a group's call
+  raises a ValueError in "record" mode, its models are rescored one at a
+  time, so only the offending model's cell fails.
+  """
+  rows, args, static = _BATCHED[metric].prepare(enc)
+  fn = _batched_fn(metric, len(args), tuple(sorted(static.items())))
+  n = enc.codes.shape[0]
+
+  def run(names):
+    xs = [feats[m] if scales[m] == 1.0 else
+          feats[m] * jnp.asarray(scales[m], feats[m].dtype) for m in names]
+    stacked = jnp.stack(xs)
+    if rows is not None and rows.shape[0] != n:
+      stacked = stacked[:, jnp.asarray(rows)]
+    return np.asarray(fn(stacked, *args))
+
+  groups = collections.defaultdict(list)
+  for name in scales:
+    groups[(feats[name].shape, feats[name].dtype)].append(name)
+  for names in groups.values():
+    try:
+      values = run(names)
+    except ValueError as e:
+      if len(names) == 1 or not cells.record:
+        cells.fail(metric, names, e)
+        continue
+      values = None                    # one model at a time: only it fails
+    for i, name in enumerate(names):
+      with cells.guard(metric, [name]):
+        v = values[i] if values is not None else run([name])[0]
+        cells.scores[metric][name] = _validation.check_finite_score(
+            v, f"{metric} (model {name!r})")
+
+
 def score_models(features_by_model: Mapping[str, Any], labels: Any,
                  metrics: Sequence[str] = FEATURE_METRICS,
                  source_probs_by_model: Mapping[str, Any] | None = None,
-                 seed: int = 0) -> dict[str, dict[str, float]]:
+                 seed: int = 0, on_error: str = "raise"
+                 ) -> dict[str, dict[str, float]] | ScoreResult:
   """Scores every model with every metric.
 
   Args:
@@ -131,13 +290,34 @@ def score_models(features_by_model: Mapping[str, Any], labels: Any,
       models that have a classifier head; ``leep`` and ``nce`` score only
       those models.
     seed: seed for NLEEP's mixture initialisation (PARC subsamples with 0).
+    on_error: what a (metric, model) cell that cannot be scored does (a
+      ``ValueError``: NaN/Inf or constant features, magnitudes out of range,
+      a non-finite score, ...). ``"raise"`` (default): the error propagates.
+      ``"record"``: the cell is recorded as failed with the error's message
+      and every other cell is still scored; when a batched call for models
+      of one shape raises, those models are rescored one at a time, so only
+      the offending model's cell fails.
 
+  Errors that concern every cell raise in both modes, before any scoring:
+  unknown metric names, an invalid ``on_error``, no models, invalid labels,
+  features or source probabilities that are not non-empty 2-D numeric arrays
+  with one row per label, source probabilities for models without features.
+  Exceptions other than ``ValueError`` (bugs, out-of-memory errors) always
+  propagate.
+
+  Features are checked as the single-metric functions check them: NaN/Inf
+  values and constant features raise (or fail the model's cells), and
+  scale-invariant metrics (H-score, regularized H-score, GBC, PARC) rescale
+  features whose magnitude is out of range by an exact power of two.
   GBC is computed on the first :data:`GBC_PCA_DIM` (64) principal components,
   as in the GBC paper (``sfda_jax.gbc(..., pca_dim=64)``); every other metric
   uses its defaults.
 
   Returns:
-    ``{metric: {model: score}}``, higher is better for every metric.
+    ``"raise"``: ``{metric: {model: score}}``, higher is better for every
+    metric. ``"record"``: a :class:`ScoreResult` (``.scores`` in that form
+    holding the cells that scored, ``.failures`` ``{metric: {model:
+    reason}}``).
 
   Example:
     >>> import numpy as np, sfda_jax
@@ -148,10 +328,18 @@ def score_models(features_by_model: Mapping[str, Any], labels: Any,
     >>> table = sfda_jax.score_models(feats, y, metrics=("sfda", "logme"))
     >>> table["sfda"]["good"] > table["sfda"]["bad"]
     True
+    >>> feats["flat"] = np.ones((60, 8))
+    >>> result = sfda_jax.score_models(feats, y, metrics=("sfda",),
+    ...                                on_error="record")
+    >>> sorted(result.scores["sfda"]), list(result.failures["sfda"])
+    (['bad', 'good'], ['flat'])
   """
   unknown = [m for m in metrics if m not in ALL_METRICS]
   if unknown:
     raise ValueError(f"unknown metric(s) {unknown}; valid: {list(ALL_METRICS)}.")
+  if on_error not in ON_ERROR:
+    raise ValueError(f"on_error must be one of {list(ON_ERROR)}, got "
+                     f"{on_error!r}.")
   if not features_by_model:
     raise ValueError("features_by_model is empty.")
   source_probs_by_model = dict(source_probs_by_model or {})
@@ -163,39 +351,43 @@ def score_models(features_by_model: Mapping[str, Any], labels: Any,
   n = enc.codes.shape[0]
   feats = {}
   for name, f in features_by_model.items():
-    x = _validation.check_features(f, name=f"features of model {name!r}")
+    x = _validation.check_features(f, name=f"features of model {name!r}",
+                                   check_values=False)
     if x.shape[0] != n:
       raise ValueError(f"length mismatch: features of model {name!r} have "
                        f"{x.shape[0]} rows but labels has {n} entries.")
     feats[name] = x
-  groups = collections.defaultdict(list)
-  for name, x in feats.items():
-    groups[(x.shape, x.dtype)].append(name)
+  for name, p in source_probs_by_model.items():
+    shape = np.shape(p)
+    if len(shape) != 2 or shape[0] != n:
+      raise ValueError(f"source_probs of model {name!r} must be [{n}, Z] "
+                       f"(one row per label), got shape {tuple(shape)}.")
 
-  table: dict[str, dict[str, float]] = {m: {} for m in metrics}
+  cells = _Cells(metrics, on_error)
+  # Every feature cell's value check runs before any heavy work.
+  scales = _feature_scales(
+      feats, [m for m in metrics if m in _BATCHED or m == "nleep"], cells)
   for metric in metrics:
     if metric in _BATCHED:
-      rows, args, static = _BATCHED[metric].prepare(enc)
-      fn = _batched_fn(metric, len(args), tuple(sorted(static.items())))
-      for names in groups.values():
-        stacked = jnp.stack([feats[m] for m in names])
-        if rows is not None and rows.shape[0] != n:
-          stacked = stacked[:, jnp.asarray(rows)]
-        values = np.asarray(fn(stacked, *args))
-        for name, v in zip(names, values):
-          table[metric][name] = _validation.check_finite_score(
-              v, f"{metric} (model {name!r})")
+      _score_batched(metric, feats, scales[metric], enc, cells)
     elif metric == "nleep":
-      for name, x in feats.items():
-        table[metric][name] = nleep_lib.nleep(x, enc.codes, seed=seed)
+      for name in scales[metric]:
+        with cells.guard(metric, [name]):
+          cells.scores[metric][name] = nleep_lib.nleep(feats[name], enc.codes,
+                                                       seed=seed)
     elif metric == "leep":
       for name, p in source_probs_by_model.items():
-        table[metric][name] = leep_lib.leep(p, enc.codes)
+        with cells.guard(metric, [name]):
+          cells.scores[metric][name] = leep_lib.leep(p, enc.codes)
     elif metric == "nce":
       for name, p in source_probs_by_model.items():
-        z = np.asarray(jnp.argmax(jnp.asarray(p), axis=1))
-        table[metric][name] = leep_lib.nce(z, enc.codes)
-  return table
+        with cells.guard(metric, [name]):
+          z = np.asarray(jnp.argmax(jnp.asarray(p), axis=1))
+          cells.scores[metric][name] = leep_lib.nce(z, enc.codes)
+  if not cells.record:
+    return cells.scores
+  return ScoreResult(scores=cells.scores, failures=cells.failures,
+                     models=tuple(feats))
 
 
 # ---------------------------------------------------------------------------

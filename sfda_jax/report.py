@@ -22,7 +22,8 @@ from sfda_jax import atomic
 from sfda_jax import ranking
 
 __all__ = ["load_ground_truth", "load_features_dir", "ranking_table",
-           "agreement_table", "check_output_dir", "write_results"]
+           "agreement_by_metric", "agreement_table", "failure_summary",
+           "check_output_dir", "write_results"]
 
 
 def load_ground_truth(path: str, dataset: str | None = None
@@ -128,11 +129,33 @@ def _format_score(value: float) -> str:
   return "0" if value == 0 else f"{value:.6g}"
 
 
-def ranking_table(metric: str, scores: Mapping[str, float],
-                  accuracies: Mapping[str, float] | None = None) -> str:
-  """One metric's ranking as text: rank, model, score (and accuracy)."""
-  order = sorted(scores, key=lambda m: -scores[m])
-  width = max(len(m) for m in order) + 2
+def _split_cells(scores: Mapping[str, float | None],
+                 failures: Mapping[str, str] | None
+                 ) -> tuple[list[str], dict[str, str]]:
+  """``(models that scored, best first; {failed model: reason})``.
+
+  A cell fails when its score is ``None`` or it is in ``failures``; its
+  reason is ``failures[model]``, or ``"no reason recorded"``.
+  """
+  failures = dict(failures or {})
+  failed = {m: failures.get(m, "no reason recorded")
+            for m, v in scores.items() if v is None or m in failures}
+  failed.update({m: r for m, r in failures.items() if m not in failed})
+  scored = sorted((m for m in scores if m not in failed),
+                  key=lambda m: -scores[m])
+  return scored, failed
+
+
+def ranking_table(metric: str, scores: Mapping[str, float | None],
+                  accuracies: Mapping[str, float] | None = None,
+                  failures: Mapping[str, str] | None = None) -> str:
+  """One metric's ranking as text: rank, model, score (and accuracy).
+
+  Failed cells (a ``None`` score, or a model in ``failures`` ``{model:
+  reason}``) come last, unranked (rank ``-``), as ``failed: <reason>``.
+  """
+  order, failed = _split_cells(scores, failures)
+  width = max(len(m) for m in ["model", *order, *failed]) + 2
   head = f"{metric}\n  {'rank':<6}{'model':<{width}}{'score':>14}"
   if accuracies:
     head += f"{'fine-tune acc':>15}"
@@ -142,18 +165,64 @@ def ranking_table(metric: str, scores: Mapping[str, float],
     if accuracies:
       line += f"{accuracies.get(m, float('nan')):>15.4g}"
     lines.append(line)
+  for m, reason in failed.items():
+    lines.append(f"  {'-':<6}{m:<{width}}failed: {reason}")
   return "\n".join(lines)
 
 
-def agreement_table(agreement: Mapping[str, Mapping[str, float]]) -> str:
-  """Agreement of every metric with the ground truth, as text."""
+def agreement_by_metric(scores: Mapping[str, Mapping[str, float | None]],
+                        accuracies: Mapping[str, float]
+                        ) -> tuple[dict[str, dict[str, float]],
+                                   dict[str, str]]:
+  """:func:`sfda_jax.agreement` of each metric over the models it scored.
+
+  Args:
+    scores: ``{metric: {model: score or None}}`` (``None``: a failed cell,
+      left out).
+    accuracies: ``{model: fine-tune accuracy}``.
+
+  Returns:
+    ``(agreement {metric: statistics}, skipped {metric: reason})``: a metric
+    with fewer than 2 scored models has no ranking to compare and is
+    skipped, with why.
+  """
+  agreement, skipped = {}, {}
+  for metric, per_model in scores.items():
+    scored = {m: v for m, v in per_model.items() if v is not None}
+    if len(scored) < 2:
+      skipped[metric] = (f"only {len(scored)} model(s) scored; agreement "
+                         "needs at least 2")
+    else:
+      agreement[metric] = ranking.agreement(scored, accuracies)
+  return agreement, skipped
+
+
+def agreement_table(agreement: Mapping[str, Mapping[str, float]],
+                    skipped: Mapping[str, str] | None = None) -> str:
+  """Agreement of every metric with the ground truth, as text; metrics in
+  ``skipped`` ``{metric: reason}`` follow as ``skipped: <reason>``."""
   cols = ["weighted_tau", "kendall_tau", "pearson", "rel@1", "rel@3",
           "top1_hit"]
-  width = max(len(m) for m in agreement) + 2
+  skipped = dict(skipped or {})
+  width = max(len(m) for m in ["metric", *agreement, *skipped]) + 2
   lines = [f"{'metric':<{width}}" + "".join(f"{c:>14}" for c in cols)]
   for metric, row in agreement.items():
     lines.append(f"{metric:<{width}}" + "".join(
         f"{row.get(c, float('nan')):>14.3f}" for c in cols))
+  for metric, reason in skipped.items():
+    lines.append(f"{metric:<{width}}skipped: {reason}")
+  return "\n".join(lines)
+
+
+def failure_summary(failures: Mapping[str, Mapping[str, str]],
+                    num_scored: int) -> str:
+  """The failed cells ``{metric: {model: reason}}`` as a warning text."""
+  num_failed = sum(len(v) for v in failures.values())
+  lines = [f"{num_failed} of {num_failed + num_scored} (metric, model) "
+           "cell(s) failed and are not ranked:"]
+  for metric, per_model in failures.items():
+    for model, reason in per_model.items():
+      lines.append(f"  {metric} / {model}: {reason}")
   return "\n".join(lines)
 
 
@@ -168,8 +237,9 @@ def check_output_dir(path: str) -> None:
     raise ValueError(f"output directory {path} is not writable: {e}") from e
 
 
-def _plot(scores: Mapping[str, Mapping[str, float]],
-          accuracies: Mapping[str, float] | None) -> bytes:
+def _plot(scores: Mapping[str, Mapping[str, float | None]],
+          accuracies: Mapping[str, float] | None,
+          failures: Mapping[str, Mapping[str, str]]) -> bytes:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -179,22 +249,28 @@ def _plot(scores: Mapping[str, Mapping[str, float]],
   fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.4 * rows),
                            squeeze=False)
   for ax, metric in zip(axes.flat, metrics):
-    models = sorted(scores[metric])
+    models, failed = _split_cells(scores[metric], failures.get(metric))
+    models.sort()
     s = [scores[metric][m] for m in models]
-    if accuracies:
+    title = metric + (f", {len(failed)} failed" if failed else "")
+    if not models:
+      ax.text(0.5, 0.5, "no model scored", ha="center", va="center",
+              fontsize=9, transform=ax.transAxes)
+      ax.set_title(title, fontsize=9)
+    elif accuracies:
       a = [accuracies[m] for m in models]
       ax.scatter(s, a)
       for m, x, y in zip(models, s, a):
         ax.annotate(m, (x, y), fontsize=7, xytext=(3, 3),
                     textcoords="offset points")
-      tau = ranking.weighted_tau(scores[metric], accuracies) if len(
+      tau = ranking.weighted_tau(dict(zip(models, s)), accuracies) if len(
           models) > 1 else float("nan")
-      ax.set_title(f"{metric} (weighted tau {tau:+.2f})", fontsize=9)
+      ax.set_title(f"{title} (weighted tau {tau:+.2f})", fontsize=9)
       ax.set_xlabel("score", fontsize=8)
       ax.set_ylabel("fine-tune accuracy", fontsize=8)
     else:
       ax.barh(models, s)
-      ax.set_title(metric, fontsize=9)
+      ax.set_title(title, fontsize=9)
       ax.set_xlabel("score", fontsize=8)
     ax.tick_params(labelsize=7)
   for ax in list(axes.flat)[len(metrics):]:
@@ -209,10 +285,16 @@ def _plot(scores: Mapping[str, Mapping[str, float]],
 def write_results(output_dir: str, payload: dict[str, Any]) -> list[str]:
   """Writes results.json, results.csv and ranking.png; returns the paths.
 
-  ``payload`` holds at least ``scores`` ({metric: {model: score}}) and may
-  hold ``ground_truth`` ({model: accuracy}) and ``agreement``.
+  ``payload`` holds at least ``scores`` ({metric: {model: score or None}},
+  ``None`` for a failed cell) and may hold ``failures`` ({metric: {model:
+  reason}}), ``ground_truth`` ({model: accuracy}) and ``agreement``; it is
+  written as results.json. results.csv has one row per cell: ``metric,
+  model, score, rank, fine_tune_accuracy, failure``; a failed cell has an
+  empty score and rank and its reason under ``failure``. Each file is
+  written atomically.
   """
   scores = payload["scores"]
+  failures = payload.get("failures") or {}
   acc = payload.get("ground_truth") or None
   paths = [os.path.join(output_dir, n)
            for n in ("results.json", "results.csv", "ranking.png")]
@@ -220,12 +302,16 @@ def write_results(output_dir: str, payload: dict[str, Any]) -> list[str]:
                                      default=float).encode())
   buf = io.StringIO()
   writer = csv.writer(buf)
-  writer.writerow(["metric", "model", "score", "rank", "fine_tune_accuracy"])
+  writer.writerow(["metric", "model", "score", "rank", "fine_tune_accuracy",
+                   "failure"])
   for metric, per_model in scores.items():
-    for rank, model in enumerate(sorted(per_model, key=lambda m: -per_model[m]),
-                                 1):
-      writer.writerow([metric, model, repr(per_model[model]), rank,
-                       "" if acc is None else acc.get(model, "")])
+    order, failed = _split_cells(per_model, failures.get(metric))
+    rows = [(m, repr(per_model[m]), rank, "")
+            for rank, m in enumerate(order, 1)]
+    rows += [(m, "", "", reason) for m, reason in failed.items()]
+    for model, score, rank, reason in rows:
+      writer.writerow([metric, model, score, rank,
+                       "" if acc is None else acc.get(model, ""), reason])
   atomic.write_bytes(paths[1], buf.getvalue().encode())
-  atomic.write_bytes(paths[2], _plot(scores, acc))
+  atomic.write_bytes(paths[2], _plot(scores, acc, failures))
   return paths

@@ -92,6 +92,122 @@ def test_rank_reports_bad_input_before_work(features_dir, tmp_path):
   assert proc.returncode != 0 and "efficientnet_lite0" in proc.stderr
 
 
+def test_rank_records_a_failing_model_and_ranks_the_rest(features_dir,
+                                                          tmp_path):
+  d, gt = features_dir
+  np.save(d / "net_b_my_data_feature.npy", np.ones((120, 16), np.float32))
+  out = tmp_path / "out"
+  proc = run_rank(f"--dataset={d}", f"--ground_truth={gt}",
+                  f"--output_dir={out}", "--metrics=sfda,logme,hscore")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "error:" not in proc.stderr
+  assert "3 of 9 (metric, model) cell(s) failed and are not ranked" in (
+      proc.stderr)
+  assert "  sfda / net_b: sfda (model 'net_b'): features are constant" in (
+      proc.stderr)
+  assert "  -     net_b      failed: logme (model 'net_b'): features are " \
+      "constant" in proc.stdout
+  payload = json.loads((out / "results.json").read_text())
+  metrics = ("sfda", "logme", "hscore")
+  assert set(payload["failures"]) == set(metrics)
+  for metric in metrics:
+    assert payload["failures"][metric] == {"net_b": (
+        f"{metric} (model 'net_b'): features are constant (every sample has "
+        "the same feature vector, zero variance in every dimension); there "
+        "is nothing to score.")}
+    scores = payload["scores"][metric]
+    assert scores["net_b"] is None
+    assert scores["res_net_a"] > scores["net_c"]
+    # Agreement over the two models that scored.
+    assert payload["agreement"][metric]["weighted_tau"] == pytest.approx(1.0)
+  assert payload["agreement_skipped"] == {}
+  rows = list(csv.DictReader(open(out / "results.csv")))
+  assert len(rows) == 9
+  failed = [r for r in rows if r["failure"]]
+  assert [(r["metric"], r["model"], r["score"], r["rank"]) for r in failed] \
+      == [(m, "net_b", "", "") for m in metrics]
+  assert {r["rank"] for r in rows if not r["failure"]} == {"1", "2"}
+  assert (out / "ranking.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rank_with_every_cell_failing_exits_non_zero_and_records(
+    features_dir, tmp_path):
+  d, gt = features_dir
+  for model in ("res_net_a", "net_b", "net_c"):
+    np.save(d / f"{model}_my_data_feature.npy", np.ones((120, 16),
+                                                        np.float32))
+  out = tmp_path / "out"
+  proc = run_rank(f"--dataset={d}", f"--ground_truth={gt}",
+                  f"--output_dir={out}", "--metrics=sfda,hscore")
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert errors == [
+      "error: no (metric, model) cell could be scored (6 failed; reasons in "
+      f"{out / 'results.json'})."]
+  assert "Traceback" not in proc.stderr
+  payload = json.loads((out / "results.json").read_text())
+  for metric in ("sfda", "hscore"):
+    assert payload["scores"][metric] == {"res_net_a": None, "net_b": None,
+                                         "net_c": None}
+    assert sorted(payload["failures"][metric]) == ["net_b", "net_c",
+                                                   "res_net_a"]
+    assert all("features are constant" in r
+               for r in payload["failures"][metric].values())
+    assert payload["agreement_skipped"][metric] == (
+        "only 0 model(s) scored; agreement needs at least 2")
+  assert payload["agreement"] is None
+  rows = list(csv.DictReader(open(out / "results.csv")))
+  assert len(rows) == 6 and all(r["score"] == "" and r["failure"]
+                                for r in rows)
+  assert (out / "ranking.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_tables_and_files_handle_missing_cells(tmp_path):
+  scores = {"sfda": {"a": 0.5, "b": None, "c": 0.9},
+            "logme": {"a": None, "b": None}}
+  failures = {"sfda": {"b": "sfda (model 'b'): features are constant"},
+              "logme": {"a": "logme (model 'a') produced a non-finite score "
+                              "(nan) on this input."}}
+  acc = {"a": 0.7, "b": 0.8, "c": 0.6}
+  assert report.ranking_table("sfda", scores["sfda"], acc,
+                              failures["sfda"]).splitlines() == [
+      "sfda",
+      "  rank  model           score  fine-tune acc",
+      "  1     c                 0.9            0.6",
+      "  2     a                 0.5            0.7",
+      "  -     b      failed: sfda (model 'b'): features are constant"]
+  # A None score without a recorded reason still shows as failed.
+  assert report.ranking_table("logme", scores["logme"]).splitlines()[-2:] \
+      == ["  -     a      failed: no reason recorded",
+          "  -     b      failed: no reason recorded"]
+  agreement, skipped = report.agreement_by_metric(scores, acc)
+  assert list(agreement) == ["sfda"]
+  assert agreement["sfda"]["kendall_tau"] == pytest.approx(-1.0)
+  assert skipped == {"logme": "only 0 model(s) scored; agreement needs at "
+                              "least 2"}
+  assert report.agreement_table(agreement, skipped).splitlines()[-1] == (
+      "logme   skipped: only 0 model(s) scored; agreement needs at least 2")
+  assert report.agreement_table({}, skipped).splitlines()[0].startswith(
+      "metric    weighted_tau")
+  assert report.failure_summary(failures, num_scored=2).splitlines() == [
+      "2 of 4 (metric, model) cell(s) failed and are not ranked:",
+      "  sfda / b: sfda (model 'b'): features are constant",
+      "  logme / a: logme (model 'a') produced a non-finite score (nan) on "
+      "this input."]
+  for gt in (acc, None):
+    paths = report.write_results(str(tmp_path), {
+        "scores": scores, "failures": failures, "ground_truth": gt})
+    rows = list(csv.DictReader(open(paths[1])))
+    assert [(r["metric"], r["model"], r["score"], r["rank"], r["failure"])
+            for r in rows] == [
+        ("sfda", "c", "0.9", "1", ""), ("sfda", "a", "0.5", "2", ""),
+        ("sfda", "b", "", "", failures["sfda"]["b"]),
+        ("logme", "a", "", "", failures["logme"]["a"]),
+        ("logme", "b", "", "", "no reason recorded")]
+    assert json.loads(open(paths[0]).read())["scores"] == scores
+    assert open(paths[2], "rb").read()[:4] == b"\x89PNG"
+
+
 def test_rank_offline_zoo_on_fashion_mnist(fmnist_dir, tmp_path):
   out = tmp_path / "out"
   proc = run_rank("--models=efficientnet_lite0,efficientnet_lite0@random",

@@ -1,9 +1,12 @@
-"""Agreement helpers: weighted Kendall tau (scipy), Kendall, Pearson, rel@k."""
+"""Agreement helpers: weighted Kendall tau (scipy), Kendall, Pearson, rel@k;
+score_models recording failed (metric, model) cells."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
 
+import sfda_jax
 from sfda_jax import ranking
 
 ACC = {"a": 90.0, "b": 80.0, "c": 70.0, "d": 60.0}
@@ -49,3 +52,178 @@ def test_constant_scores_give_nan_correlations():
   const = {m: 1.0 for m in ACC}
   assert np.isnan(ranking.pearson(const, ACC))
   assert np.isnan(ranking.kendall_tau(const, ACC))
+
+
+# --------------------------------------------------------------------------
+# score_models(on_error="record"): a failing cell never aborts the table.
+
+def _zoo():
+  rng = np.random.default_rng(0)
+  y = np.repeat(np.arange(3), 20)
+  good = rng.normal(size=(60, 8)) + 3 * np.eye(8)[y]
+  return y, {"good": good, "noise": rng.normal(size=(60, 8)),
+             "wide": rng.normal(size=(60, 5)) + 2 * np.eye(5)[y % 5]}
+
+
+def test_record_mode_fails_only_the_constant_model():
+  y, feats = _zoo()
+  metrics = ("sfda", "logme", "hscore", "nleep")
+  expected = sfda_jax.score_models(feats, y, metrics=metrics)
+  feats["flat"] = np.ones((60, 8))           # same shape as good and noise
+  with pytest.raises(ValueError, match=r"sfda \(model 'flat'\): features are "
+                     "constant"):
+    sfda_jax.score_models(feats, y, metrics=metrics)
+  result = sfda_jax.score_models(feats, y, metrics=metrics, on_error="record")
+  assert isinstance(result, sfda_jax.ScoreResult)
+  assert result.scores == expected            # the good cells, same scores
+  assert result.num_scored == 12 and result.num_failed == 4
+  assert set(result.failures) == set(metrics)
+  for metric in metrics:
+    assert list(result.failures[metric]) == ["flat"]
+    assert result.failures[metric]["flat"] == (
+        f"{metric} (model 'flat'): features are constant (every sample has "
+        "the same feature vector, zero variance in every dimension); there "
+        "is nothing to score.")
+    assert result.table()[metric] == {**expected[metric], "flat": None}
+    assert list(result.table()[metric]) == ["good", "noise", "wide", "flat"]
+
+
+def test_record_mode_nan_features_fail_that_models_cells():
+  y, feats = _zoo()
+  feats["broken"] = feats["good"].copy()
+  feats["broken"][3, 2] = np.nan
+  result = sfda_jax.score_models(feats, y, metrics=("sfda", "gbc"),
+                                 on_error="record")
+  for metric in ("sfda", "gbc"):
+    assert set(result.scores[metric]) == {"good", "noise", "wide"}
+    assert result.failures[metric] == {"broken": (
+        "features of model 'broken' contains 1 NaN or Inf value(s) (after "
+        "conversion to float32); remove or impute them before scoring.")}
+
+
+def test_scale_invariant_metrics_rescale_like_their_wrappers():
+  y, feats = _zoo()
+  big = feats["good"] * 1e30
+  table = sfda_jax.score_models({"big": big}, y, metrics=("hscore", "gbc"))
+  assert table["hscore"]["big"] == pytest.approx(sfda_jax.hscore(big, y),
+                                                 rel=1e-6)
+  result = sfda_jax.score_models({"big": big, "good": feats["good"]}, y,
+                                 metrics=("sfda",), on_error="record")
+  assert list(result.scores["sfda"]) == ["good"]
+  assert "feature values are too large" in result.failures["sfda"]["big"]
+
+
+def test_non_finite_cell_in_a_batched_group_fails_only_that_cell(
+    monkeypatch, request):
+  y, feats = _zoo()
+  feats["marked"] = feats["noise"].copy()
+  feats["marked"][0, 0] = 1000.0   # the patched core returns NaN for it
+  real = sfda_jax.score_models(feats, y, metrics=("hscore",))["hscore"]
+  spec = ranking._BATCHED["hscore"]
+
+  def nan_for_marked(x, *args, **kw):
+    return jnp.where(x[0, 0] == 1000.0, jnp.nan, spec.core(x, *args, **kw))
+
+  monkeypatch.setitem(ranking._BATCHED, "hscore",
+                      ranking._Spec(nan_for_marked, spec.prepare, True))
+  # Compiled batched functions are cached per metric name: drop the real
+  # hscore one now and the patched one after the test.
+  ranking._batched_fn.cache_clear()
+  request.addfinalizer(ranking._batched_fn.cache_clear)
+  with pytest.raises(ValueError, match=r"hscore \(model 'marked'\) produced "
+                     r"a non-finite score \(nan\)"):
+    sfda_jax.score_models(feats, y, metrics=("hscore",))
+  stack_sizes = _count_stack_sizes(monkeypatch)
+  result = sfda_jax.score_models(feats, y, metrics=("hscore",),
+                                 on_error="record")
+  assert result.failures == {"hscore": {"marked": (
+      "hscore (model 'marked') produced a non-finite score (nan) on this "
+      "input.")}}
+  assert result.scores["hscore"] == pytest.approx(
+      {m: real[m] for m in ("good", "noise", "wide")}, rel=1e-6)
+  # One call for [good, noise, marked], one for wide: a non-finite score
+  # does not re-run the group.
+  assert stack_sizes == [3, 1]
+
+
+def _count_stack_sizes(monkeypatch, reject=None):
+  """Wraps ranking._batched_fn: returns the list of stack sizes it is called
+  with; a stack holding a model whose [0, 0] feature is ``reject`` raises a
+  ValueError (as validation inside the batched call would)."""
+  batched_fn = ranking._batched_fn
+  sizes = []
+
+  def wrapped(metric, num_args, static):
+    fn = batched_fn(metric, num_args, static)
+
+    def call(stacked, *args):
+      sizes.append(stacked.shape[0])
+      if reject is not None and np.any(np.asarray(stacked[:, 0, 0]) == reject):
+        raise ValueError("marked model\nrejected")
+      return fn(stacked, *args)
+    return call
+
+  monkeypatch.setattr(ranking, "_batched_fn", wrapped)
+  return sizes
+
+
+def test_batched_call_that_raises_falls_back_to_one_model_at_a_time(
+    monkeypatch):
+  y, feats = _zoo()
+  feats["marked"] = feats["noise"].copy()
+  feats["marked"][0, 0] = 1000.0
+  real = sfda_jax.score_models(feats, y, metrics=("sfda",))["sfda"]
+  stack_sizes = _count_stack_sizes(monkeypatch, reject=1000.0)
+  with pytest.raises(ValueError, match="marked model"):
+    sfda_jax.score_models(feats, y, metrics=("sfda",))
+  stack_sizes.clear()
+  result = sfda_jax.score_models(feats, y, metrics=("sfda",),
+                                 on_error="record")
+  assert result.failures == {"sfda": {"marked": "marked model rejected"}}
+  assert result.scores["sfda"] == pytest.approx(
+      {m: real[m] for m in ("good", "noise", "wide")}, rel=1e-6)
+  # [good, noise, marked] together (raises), then one at a time; wide alone.
+  assert stack_sizes == [3, 1, 1, 1, 1]
+
+
+def test_record_mode_still_raises_mistakes_that_concern_every_cell(
+    monkeypatch):
+  y, feats = _zoo()
+  record = dict(on_error="record")
+  with pytest.raises(ValueError, match="unknown metric"):
+    sfda_jax.score_models(feats, y, metrics=("sfdaa",), **record)
+  with pytest.raises(ValueError, match="features_by_model is empty"):
+    sfda_jax.score_models({}, y, **record)
+  with pytest.raises(ValueError, match="length mismatch: features of model "
+                     "'good' have 59 rows"):
+    sfda_jax.score_models({"good": feats["good"][:59]}, y, **record)
+  with pytest.raises(ValueError, match="is empty"):
+    sfda_jax.score_models({"e": np.zeros((60, 0))}, y, **record)
+  with pytest.raises(ValueError, match="at least 2 distinct classes"):
+    sfda_jax.score_models(feats, np.zeros(60), **record)
+  with pytest.raises(ValueError, match=r"source_probs of model 'good' must "
+                     r"be \[60, Z\]"):
+    sfda_jax.score_models(feats, y, metrics=("leep",), **record,
+                          source_probs_by_model={"good": np.eye(3)[y[:50]]})
+  with pytest.raises(ValueError, match="on_error must be one of"):
+    sfda_jax.score_models(feats, y, on_error="ignore")
+
+  def bug(*args):
+    raise RuntimeError("a bug, not bad input")
+
+  monkeypatch.setattr(ranking, "_batched_fn", lambda *a: bug)
+  with pytest.raises(RuntimeError, match="a bug"):
+    sfda_jax.score_models(feats, y, metrics=("sfda",), **record)
+
+
+def test_record_mode_source_metrics_fail_per_model():
+  y, feats = _zoo()
+  probs = {"good": np.eye(3)[y], "noise": np.eye(3)[y] * 2.0}   # not a dist.
+  result = sfda_jax.score_models(feats, y, metrics=("leep", "sfda"),
+                                 source_probs_by_model=probs,
+                                 on_error="record")
+  assert list(result.scores["leep"]) == ["good"]
+  assert "rows must sum to 1" in result.failures["leep"]["noise"]
+  assert set(result.scores["sfda"]) == {"good", "noise", "wide"}
+  assert result.table()["leep"] == {"good": pytest.approx(0.0, abs=1e-6),
+                                    "noise": None}

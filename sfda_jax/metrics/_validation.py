@@ -39,12 +39,15 @@ def compute_dtype(dtype) -> np.dtype:
   return jnp.zeros((), dtype=float).dtype  # float32, or float64 under x64
 
 
-def check_features(features: Any, name: str = "features") -> jax.Array:
+def check_features(features: Any, name: str = "features",
+                   check_values: bool = True) -> jax.Array:
   """Validates a ``[N, D]`` feature matrix and returns it as a JAX array.
 
   Accepts NumPy arrays, JAX arrays (sharded ones stay where they are) and
   nested sequences. Raises ValueError for non-numeric, non-2-D, empty or
-  non-finite input.
+  (with ``check_values``, the default) non-finite input. With
+  ``check_values=False`` only the structure is checked (no device
+  reduction); :func:`check_finite_features` checks the values later.
   """
   if isinstance(features, jax.Array):
     arr = features
@@ -65,12 +68,18 @@ def check_features(features: Any, name: str = "features") -> jax.Array:
   # A jax.Array (sharded or not) is converted and checked where it lives:
   # only scalars come back to the host, never the [N, D] matrix.
   x = jnp.asarray(arr, dtype=compute_dtype(arr.dtype))
+  if check_values:
+    check_finite_features(x, name)
+  return x
+
+
+def check_finite_features(x: jax.Array, name: str = "features") -> None:
+  """Raises ValueError when the converted features ``x`` hold NaN or Inf."""
   if not fetch(jnp.isfinite(x).all()):
     bad = int(fetch(jnp.size(x) - jnp.isfinite(x).sum()))
     raise ValueError(
         f"{name} contains {bad} NaN or Inf value(s) (after conversion to "
         f"{x.dtype}); remove or impute them before scoring.")
-  return x
 
 
 def encode_labels(labels: Any, num_samples: int | None = None,
@@ -213,6 +222,51 @@ def magnitude_range(dtype, feature_dim: int) -> tuple[float, float]:
           float(info.max) ** 0.25 / (4.0 * root_d))
 
 
+def feature_value_summary(x: jax.Array) -> tuple[float, float]:
+  """``(max |x|, largest per-dimension range)`` of features ``[N, D]``, as
+  host floats; the input of :func:`feature_value_scale`."""
+  amax, spread = (float(v) for v in fetch(_value_summary(x)))
+  return amax, spread
+
+
+def feature_value_scale(summary: tuple[float, float], dtype, feature_dim: int,
+                        metric: str, scale_invariant: bool) -> float:
+  """The power of two :func:`check_feature_values` multiplies features by.
+
+  Host arithmetic on :func:`feature_value_summary`'s ``(amax, spread)`` of
+  features of ``dtype`` with ``feature_dim`` columns (no device work), so a
+  caller scoring many metrics summarises each matrix once.
+
+  Returns:
+    ``1.0`` when the values are in range, else (scale-invariant metrics
+    only) ``2**k`` bringing the largest magnitude into ``[0.5, 1)``.
+
+  Raises:
+    ValueError: as :func:`check_feature_values`.
+  """
+  amax, spread = summary
+  if spread == 0.0:
+    raise ValueError(
+        f"{metric}: features are constant (every sample has the same feature "
+        "vector, zero variance in every dimension); there is nothing to "
+        "score.")
+  lo, hi = magnitude_range(dtype, feature_dim)
+  if lo <= spread and amax <= hi:
+    return 1.0
+  if scale_invariant:
+    scaled_spread = spread / amax
+    if scaled_spread >= lo:
+      return 2.0 ** -int(np.floor(np.log2(amax)))
+  problem = ("too large" if amax > hi else "too small")
+  raise ValueError(
+      f"{metric}: feature values are {problem} for {np.dtype(dtype).name} "
+      f"(largest magnitude {amax:.3g}, largest per-dimension range "
+      f"{spread:.3g}; supported about [{lo:.2g}, {hi:.2g}]): second- and "
+      "fourth-order statistics would overflow or underflow. Rescale the "
+      "features (e.g. standardise them) or enable "
+      "jax.config.update('jax_enable_x64', True).")
+
+
 def check_feature_values(x: jax.Array, metric: str,
                          scale_invariant: bool) -> jax.Array:
   """Rejects constant features and magnitudes the computation cannot hold.
@@ -234,28 +288,9 @@ def check_feature_values(x: jax.Array, metric: str,
       the values are too large or too small for ``x.dtype`` and the metric is
       not scale invariant.
   """
-  amax, spread = (float(v) for v in fetch(_value_summary(x)))
-  if spread == 0.0:
-    raise ValueError(
-        f"{metric}: features are constant (every sample has the same feature "
-        "vector, zero variance in every dimension); there is nothing to "
-        "score.")
-  lo, hi = magnitude_range(x.dtype, x.shape[1])
-  if lo <= spread and amax <= hi:
-    return x
-  if scale_invariant:
-    scaled_spread = spread / amax
-    if scaled_spread >= lo:
-      exponent = -int(np.floor(np.log2(amax)))
-      return x * jnp.asarray(2.0 ** exponent, x.dtype)
-  problem = ("too large" if amax > hi else "too small")
-  raise ValueError(
-      f"{metric}: feature values are {problem} for {np.dtype(x.dtype).name} "
-      f"(largest magnitude {amax:.3g}, largest per-dimension range "
-      f"{spread:.3g}; supported about [{lo:.2g}, {hi:.2g}]): second- and "
-      "fourth-order statistics would overflow or underflow. Rescale the "
-      "features (e.g. standardise them) or enable "
-      "jax.config.update('jax_enable_x64', True).")
+  scale = feature_value_scale(feature_value_summary(x), x.dtype, x.shape[1],
+                              metric, scale_invariant)
+  return x if scale == 1.0 else x * jnp.asarray(scale, x.dtype)
 
 
 def place_like_samples(values: Any, x: jax.Array) -> jax.Array:
