@@ -65,7 +65,7 @@ def test_stratified_split_rule_disjoint_and_seeded():
       # round_half_up(f c_k), at least 1 and leaving 1 (class sizes 10/5/3/2)
       (0.2, {3: 2, 1: 1, 7: 1, 5: 1}),   # 2.0, 1.0, 0.6 -> 1, 0.4 -> 0 -> 1
       (0.5, {3: 5, 1: 3, 7: 2, 5: 1}),   # 5, 2.5 -> 3 (half up), 1.5 -> 2, 1
-      (0.1, {3: 1, 1: 1, 7: 1, 5: 1}),   # 0.5 -> 1 (no float round-down)
+      (0.1, {3: 1, 1: 1, 7: 1, 5: 1}),   # 0.5 -> 1
       (0.9, {3: 9, 1: 4, 7: 2, 5: 1}),   # 4.5 -> 5 -> 4, 2.7 -> 3 -> 2
   ]:
     for seed in range(3):
@@ -78,6 +78,9 @@ def test_stratified_split_rule_disjoint_and_seeded():
       assert got == expected, (fraction, got)
       # Every class is in both parts.
       assert set(labels[train]) == set(labels[test]) == {1, 3, 5, 7}
+  # An exact half that floating point puts below it: 0.29 * 50 = 14.4999...
+  _, test = data.stratified_split(np.repeat([0, 1], 50), 0.29, 0)
+  assert len(test) == 30
   again = data.stratified_split(labels, 0.5, 4)
   np.testing.assert_array_equal(again[1],
                                 data.stratified_split(labels, 0.5, 4)[1])

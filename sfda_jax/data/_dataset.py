@@ -202,8 +202,8 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int,
         f"{which}, but a class-stratified train/test split puts at least one "
         "image of every class in each part, so each class needs at least 2: "
         "add images, remove the class, or use a separate test set.")
-  # The 1e-9 keeps shares like 0.1 * 5 = 0.5 from rounding down through
-  # binary representation error.
+  # The 1e-9 keeps exact halves from rounding down through binary
+  # representation error (0.29 * 50 = 14.499999999999998, not 14.5).
   quotas = np.floor(test_fraction * counts + 0.5 + 1e-9).astype(np.int64)
   quotas = np.clip(quotas, 1, counts - 1)
   test = _draw_per_class(inverse, quotas, np.random.default_rng(seed))
