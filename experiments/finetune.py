@@ -8,7 +8,13 @@ Each model gets a new linear head; full mode also trains the backbone (BN
 statistics frozen). SGD + Nesterov 0.9, cosine schedule, weight decay, a grid
 over --learning_rates x --weight_decays; the best test accuracy per model is
 its ground truth. Writes {"accuracies": {dataset: {model: acc}}, "config",
-"runs", "hardware", "command"} atomically to --output.
+"runs", "hardware", "command"} atomically to --output; config["split"] says
+how the test set was made (sfda_jax.data.load_train_test).
+
+Test set: a TFDS dataset's --test_split; for an image folder (one split) a
+seeded, class-stratified holdout of --test_fraction (default 0.2) of each
+class, disjoint from the training part; or --test_dataset (a TFDS name or
+folder). Train and test sets sharing any image are refused before training.
 """
 
 from __future__ import annotations
@@ -44,8 +50,17 @@ flags.DEFINE_integer("image_size", 0, "Input size override (0: the model's "
                      "own); smaller is cheaper on a CPU.")
 flags.DEFINE_integer("num_examples", 1000, "Training subset (stratified).")
 flags.DEFINE_integer("test_examples", 1000, "Test subset (stratified).")
-flags.DEFINE_string("train_split", "train", "Training split.")
-flags.DEFINE_string("test_split", "test", "Evaluation split.")
+flags.DEFINE_string("train_split", "train", "Training split (an image "
+                    "folder's holdout: the part, 'train').")
+flags.DEFINE_string("test_split", "test", "Evaluation split (an image "
+                    "folder's holdout: the part, 'test').")
+flags.DEFINE_string("test_dataset", None, "A separate TFDS name or image "
+                    "folder to evaluate on (its --test_split); default: "
+                    "--dataset.")
+flags.DEFINE_float("test_fraction", None, "Image folder without "
+                   "--test_dataset: share of each class held out for test "
+                   "(seeded by --seed, class-stratified, disjoint from "
+                   "training); default 0.2.")
 flags.DEFINE_list("learning_rates", ["0.01", "0.003"], "Grid.")
 flags.DEFINE_list("weight_decays", ["1e-4"], "Grid.")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
@@ -91,12 +106,15 @@ def main(argv):
   wds = [float(v) for v in FLAGS.weight_decays]
   out_dir = os.path.dirname(os.path.abspath(FLAGS.output))
   report.check_output_dir(out_dir)
-  train = data.load(FLAGS.dataset, split=FLAGS.train_split,
-                    num_examples=FLAGS.num_examples or None,
-                    data_dir=FLAGS.data_dir, seed=FLAGS.seed)
-  test = data.load(FLAGS.dataset, split=FLAGS.test_split,
-                   num_examples=FLAGS.test_examples or None,
-                   data_dir=FLAGS.data_dir, seed=FLAGS.seed)
+  train, test, split = data.load_train_test(    # refuses overlapping sets
+      FLAGS.dataset, test_dataset=FLAGS.test_dataset,
+      train_split=FLAGS.train_split, test_split=FLAGS.test_split,
+      test_fraction=FLAGS.test_fraction,
+      num_examples=FLAGS.num_examples or None,
+      test_examples=FLAGS.test_examples or None,
+      data_dir=FLAGS.data_dir, seed=FLAGS.seed)
+  print(f"train {len(train)} / test {len(test)} images: "
+        f"{split['description']}", flush=True)
   num_classes = int(max(train.labels.max(), test.labels.max())) + 1
   models = {}
   for name in FLAGS.models:
@@ -138,6 +156,7 @@ def main(argv):
                  "batch_size": FLAGS.batch_size,
                  "image_size": FLAGS.image_size or "native",
                  "train": train.fingerprint, "test": test.fingerprint,
+                 "split": split,
                  "learning_rates": lrs, "weight_decays": wds,
                  "optimizer": "SGD nesterov momentum 0.9, cosine schedule, "
                               "decoupled weight decay; BN statistics frozen",

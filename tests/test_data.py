@@ -58,6 +58,47 @@ def test_stratified_indices_shares_and_remainders():
                                 data.stratified_indices(labels, 11, 3))
 
 
+def test_stratified_split_rule_disjoint_and_seeded():
+  labels = np.repeat([3, 1, 7, 5], [10, 5, 3, 2])   # ids need not be 0..K-1
+  everything = np.arange(len(labels))
+  for fraction, expected in [
+      # round_half_up(f c_k), at least 1 and leaving 1 (class sizes 10/5/3/2)
+      (0.2, {3: 2, 1: 1, 7: 1, 5: 1}),   # 2.0, 1.0, 0.6 -> 1, 0.4 -> 0 -> 1
+      (0.5, {3: 5, 1: 3, 7: 2, 5: 1}),   # 5, 2.5 -> 3 (half up), 1.5 -> 2, 1
+      (0.1, {3: 1, 1: 1, 7: 1, 5: 1}),   # 0.5 -> 1
+      (0.9, {3: 9, 1: 4, 7: 2, 5: 1}),   # 4.5 -> 5 -> 4, 2.7 -> 3 -> 2
+  ]:
+    for seed in range(3):
+      train, test = data.stratified_split(labels, fraction, seed)
+      assert train.dtype == test.dtype == np.int64
+      assert np.all(np.diff(train) > 0) and np.all(np.diff(test) > 0)
+      assert np.intersect1d(train, test).size == 0
+      np.testing.assert_array_equal(np.union1d(train, test), everything)
+      got = dict(zip(*np.unique(labels[test], return_counts=True)))
+      assert got == expected, (fraction, got)
+      # Every class is in both parts.
+      assert set(labels[train]) == set(labels[test]) == {1, 3, 5, 7}
+  # An exact half that floating point puts below it: 0.29 * 50 = 14.4999...
+  _, test = data.stratified_split(np.repeat([0, 1], 50), 0.29, 0)
+  assert len(test) == 30
+  again = data.stratified_split(labels, 0.5, 4)
+  np.testing.assert_array_equal(again[1],
+                                data.stratified_split(labels, 0.5, 4)[1])
+  others = {tuple(data.stratified_split(labels, 0.5, s)[1]) for s in range(5)}
+  assert len(others) > 1       # another seed, another partition
+
+
+def test_stratified_split_errors():
+  with pytest.raises(ValueError, match=r"class 'emu' has only 1 image"):
+    data.stratified_split(np.asarray([0, 0, 1, 1, 2]), 0.5, 0,
+                          class_names=["cat", "dog", "emu"])
+  with pytest.raises(ValueError, match=r"classes 4, 9 have only 1 image"):
+    data.stratified_split(np.asarray([4, 0, 0, 9]), 0.5, 0)
+  for bad in (0, 0.0, 1, 1.5, -0.2, True, "0.2", None):
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+      data.stratified_split(np.asarray([0, 0, 1, 1]), bad, 0)
+
+
 # ------------------------------------------------------------- fashion_mnist
 
 
@@ -290,6 +331,79 @@ def test_image_folder_errors(tmp_path):
     data.load(str(tmp_path / "partial"))
 
 
+def _write_counted_folder(root, counts, size=8):
+  """``{class: n}`` images; image ``i`` of class ``c`` has one pixel value,
+  ``10 * position(c) + i``, so a batch tells which files it holds."""
+  for position, (name, n) in enumerate(counts.items()):
+    (root / name).mkdir(parents=True)
+    for i in range(n):
+      Image.fromarray(np.full((size, size), 10 * position + i, np.uint8)
+                      ).save(root / name / f"{i:02d}.png")
+  return root
+
+
+def _pixel_ids(ds):
+  """The pixel values (see `_write_counted_folder`) of what `ds` streams."""
+  prep = Preprocessing(8, 8, (0.0,) * 3, (1.0,) * 3)
+  images, labels, _ = _collect(ds, prep, 5)
+  np.testing.assert_array_equal(labels, ds.labels)
+  return np.rint(images[:, 0, 0, 0] * 255).astype(int)
+
+
+def test_image_folder_holdout_split(tmp_path):
+  root = str(_write_counted_folder(tmp_path / "zoo",
+                                   {"cat": 10, "dog": 5, "emu": 3}))
+  whole = data.load(root)                 # no test_fraction: as before
+  assert len(whole) == 18 and whole.fingerprint.endswith("|split=train|all")
+  assert whole.test_fraction is None and whole.describe()["holdout"] is None
+  train = data.load(root, "train", test_fraction=0.2, seed=0)
+  test = data.load(root, "test", test_fraction=0.2, seed=0)
+  # Disjoint, together the whole folder; per class round_half_up(0.2 c_k),
+  # at least one: cat 2 of 10, dog 1 of 5, emu 1 (0.6) of 3.
+  assert not set(train.image_ids) & set(test.image_ids)
+  assert set(train.image_ids) | set(test.image_ids) == set(whole.image_ids)
+  assert test.describe()["per_class"] == {"cat": 2, "dog": 1, "emu": 1}
+  assert train.describe()["per_class"] == {"cat": 8, "dog": 4, "emu": 2}
+  assert train.pool_size == len(train) == 14 and len(test) == 4
+  # The streamed images are the ones named (the selection reaches the
+  # pipeline), and are disjoint too.
+  test_pixels, train_pixels = _pixel_ids(test), _pixel_ids(train)
+  assert not set(test_pixels) & set(train_pixels)
+  assert len(set(test_pixels) | set(train_pixels)) == 18
+  assert {os.path.basename(os.path.dirname(p)) + str(int(
+      os.path.basename(p)[:2])) for p in test.image_ids} == {
+          ["cat", "dog", "emu"][v // 10] + str(v % 10) for v in test_pixels}
+  # Deterministic for a seed, another seed another partition.
+  again = data.load(root, "test", test_fraction=0.2, seed=0)
+  np.testing.assert_array_equal(again.image_ids, test.image_ids)
+  assert again.fingerprint == test.fingerprint != train.fingerprint
+  assert "|split=test|holdout=0.2,seed=0|all" in test.fingerprint
+  tests = {tuple(data.load(root, "test", test_fraction=0.2, seed=s)
+                 .image_ids) for s in range(4)}
+  assert len(tests) > 1
+  # A subsample of a part stays inside the part.
+  sub = data.load(root, "train", num_examples=6, test_fraction=0.2, seed=1)
+  part = data.load(root, "train", test_fraction=0.2, seed=1)
+  assert len(sub) == 6 and set(sub.image_ids) <= set(part.image_ids)
+  assert sub.describe()["pool_size"] == 14
+  with pytest.raises(ValueError, match="train part of the test_fraction"):
+    data.load(root, "train", num_examples=15, test_fraction=0.2)
+
+
+def test_image_folder_holdout_errors(tmp_path):
+  root = str(_write_counted_folder(tmp_path / "zoo",
+                                   {"cat": 3, "dog": 2, "emu": 1}))
+  assert len(data.load(root)) == 6        # a 1-image class is fine unsplit
+  with pytest.raises(ValueError, match="class 'emu' has only 1 image"):
+    data.load(root, "test", test_fraction=0.3)
+  with pytest.raises(ValueError, match=r"one of \['train', 'test'\]"):
+    data.load(root, "validation", test_fraction=0.3)
+  with pytest.raises(ValueError, match="strictly between"):
+    data.load(root, "test", test_fraction=1.0)
+  with pytest.raises(ValueError, match="TFDS dataset, whose splits"):
+    data.load("fashion_mnist", "test", test_fraction=0.2)
+
+
 # ------------------------------------------------------------------- arrays
 
 
@@ -328,6 +442,142 @@ def test_from_arrays():
 def test_from_arrays_errors(images, labels, match):
   with pytest.raises(ValueError, match=match):
     data.from_arrays(images, np.asarray(labels))
+
+
+def test_from_arrays_holdout_split():
+  images = np.arange(30, dtype=np.uint8).reshape(30, 1, 1).repeat(8, 1)
+  images = images.repeat(8, 2)                 # image i: pixel value i
+  labels = np.repeat([5, -1, 2], [20, 6, 4])
+  train = data.from_arrays(images, labels, split="train", test_fraction=0.25)
+  test = data.from_arrays(images, labels, split="test", test_fraction=0.25)
+  # Per class round_half_up(0.25 c_k): 5 of 20, 2 (1.5) of 6, 1 of 4.
+  assert test.describe()["per_class"] == {"-1": 2, "2": 1, "5": 5}
+  assert train.describe()["per_class"] == {"-1": 4, "2": 3, "5": 15}
+  train_px, test_px = _pixel_ids(train), _pixel_ids(test)
+  assert not set(train_px) & set(test_px)
+  assert set(train_px) | set(test_px) == set(range(30))
+  assert not set(train.image_ids) & set(test.image_ids)
+  data.check_disjoint(train, test)
+  # Deterministic for the seed, not the same for every seed.
+  np.testing.assert_array_equal(
+      _pixel_ids(data.from_arrays(images, labels, split="test",
+                                  test_fraction=0.25)), test_px)
+  seeds = {tuple(data.from_arrays(images, labels, split="test",
+                                  test_fraction=0.25, seed=s).image_ids)
+           for s in range(4)}
+  assert len(seeds) > 1
+  # Without test_fraction: all rows, split "all", as before.
+  whole = data.from_arrays(images, labels)
+  assert len(whole) == 30 and whole.split == "all"
+  with pytest.raises(ValueError, match=r"one of \['train', 'test'\]"):
+    data.from_arrays(images, labels, test_fraction=0.25)
+  with pytest.raises(ValueError, match="class 7 has only 1 image"):
+    data.from_arrays(images[:3], np.asarray([0, 0, 7]), split="test",
+                     test_fraction=0.5)
+
+
+def test_check_disjoint_refuses_overlap():
+  images = np.zeros((12, 4, 4), np.uint8)
+  labels = np.arange(12) % 2
+  train = data.from_arrays(images, labels, split="train", test_fraction=0.5)
+  test = data.from_arrays(images, labels, split="test", test_fraction=0.5)
+  data.check_disjoint(train, test)
+  # Same arrays, same part: every test image is a training image.
+  with pytest.raises(ValueError, match="train and test splits overlap: 6 of "
+                     "6 test images are training images"):
+    data.check_disjoint(train, train)
+  # The whole array set against its test part.
+  with pytest.raises(ValueError, match="6 of 6 test images"):
+    data.check_disjoint(data.from_arrays(images, labels), test)
+  # Other arrays (other content hash) never overlap.
+  data.check_disjoint(train, data.from_arrays(images + 1, labels))
+
+
+def test_check_disjoint_refuses_subsamples_of_one_split(tmp_path):
+  root = str(_write_counted_folder(tmp_path / "zoo", {"cat": 10, "dog": 10}))
+  train = data.load(root, num_examples=2, seed=0)
+  # A seed whose 2-image subsample shares no image with `train`'s.
+  test = next(t for t in (data.load(root, "test", num_examples=2, seed=s)
+                          for s in range(1, 50))
+              if not set(t.image_ids) & set(train.image_ids))
+  with pytest.raises(ValueError, match="overlap: 0 of 2 test images are "
+                     "training images only by chance: 20 of the 20 images"):
+    data.check_disjoint(train, test)
+  # Disjoint holdout parts, subsampled, are fine.
+  data.check_disjoint(
+      data.load(root, "train", num_examples=4, test_fraction=0.5),
+      data.load(root, "test", num_examples=4, test_fraction=0.5))
+
+
+def test_load_train_test_folder_holdout_and_refusals(tmp_path):
+  root = _write_counted_folder(tmp_path / "zoo", {"cat": 10, "dog": 5})
+  train, test, split = data.load_train_test(str(root), seed=3)
+  assert split["method"] == "holdout" and split["seed"] == 3
+  assert split["test_fraction"] == data.DEFAULT_TEST_FRACTION == 0.2
+  assert split["shared_images"] == 0
+  assert split["train"]["per_class"] == {"cat": 8, "dog": 4}
+  assert split["test"]["per_class"] == {"cat": 2, "dog": 1}
+  assert split["train"]["holdout"] == {"test_fraction": 0.2, "seed": 3,
+                                       "part": "train"}
+  assert split["train"]["source"] == split["test"]["source"]
+  assert not set(train.image_ids) & set(test.image_ids)
+  # Subsets and another fraction.
+  _, test, split = data.load_train_test(str(root), test_fraction=0.4,
+                                        num_examples=6, test_examples=3)
+  assert split["train"]["num_examples"] == 6 and len(test) == 3
+  assert split["train"]["pool_size"] == 9 and split["test"]["pool_size"] == 6
+  # Same folder, same part.
+  with pytest.raises(ValueError, match="overlap: 12 of 12 test images"):
+    data.load_train_test(str(root), test_split="train")
+  # Same folder as a separate test set, through another spelling (a
+  # symlink): the same files.
+  os.symlink(root, tmp_path / "alias")
+  with pytest.raises(ValueError, match="overlap: 15 of 15 test images.*"
+                     "--test_dataset"):
+    data.load_train_test(str(root), test_dataset=str(tmp_path / "alias"))
+  # A test folder sharing 2 files (symlinked) with the training folder.
+  other = _write_counted_folder(tmp_path / "other", {"cat": 3, "dog": 3})
+  os.remove(other / "cat" / "00.png")
+  os.symlink(root / "cat" / "00.png", other / "cat" / "00.png")
+  os.symlink(root / "dog" / "04.png", other / "dog" / "x.png")
+  with pytest.raises(ValueError, match="overlap: 2 of 7 test images"):
+    data.load_train_test(str(root), test_dataset=str(other))
+  # A truly separate folder: accepted, recorded as such.
+  separate = _write_counted_folder(tmp_path / "separate",
+                                   {"cat": 2, "dog": 2})
+  train, test, split = data.load_train_test(str(root),
+                                            test_dataset=str(separate))
+  assert split["method"] == "test_dataset" and split["test_fraction"] is None
+  assert len(train) == 15 and len(test) == 4
+  # Class names must agree; test_fraction only applies to a holdout.
+  mismatch = _write_counted_folder(tmp_path / "mismatch",
+                                   {"cat": 2, "fox": 2})
+  with pytest.raises(ValueError, match="classes .* differ"):
+    data.load_train_test(str(root), test_dataset=str(mismatch))
+  with pytest.raises(ValueError, match="drop test_fraction"):
+    data.load_train_test(str(root), test_dataset=str(separate),
+                         test_fraction=0.2)
+
+
+def test_load_train_test_tfds_named_splits(fmnist_dir):
+  train, test, split = data.load_train_test(
+      "fashion_mnist", num_examples=40, test_examples=20, data_dir=fmnist_dir)
+  assert split["method"] == "named_splits" and split["test_fraction"] is None
+  assert (split["train"]["split"], split["test"]["split"]) == ("train", "test")
+  assert split["train"]["pool_size"] == 60000
+  assert sum(split["test"]["per_class"].values()) == len(test) == 20
+  # The same TFDS name and split twice: refused (subsamples).
+  with pytest.raises(ValueError, match=r"splits overlap: \d+ of 20 test"):
+    data.load_train_test("fashion_mnist", test_split="train",
+                         num_examples=40, test_examples=20,
+                         data_dir=fmnist_dir)
+  # A slice of the training split (resolved to the same TFDS records).
+  with pytest.raises(ValueError, match="overlap: 100 of 100 test images"):
+    data.load_train_test("fashion_mnist", test_split="train[:100]",
+                         data_dir=fmnist_dir)
+  with pytest.raises(ValueError, match="TFDS dataset with its own splits"):
+    data.load_train_test("fashion_mnist", test_fraction=0.2,
+                         data_dir=fmnist_dir)
 
 
 # ------------------------------------------------------------ error paths

@@ -70,18 +70,62 @@ def test_config_is_validated():
     finetune.FinetuneConfig(steps=0)
 
 
-def test_finetune_entry_point_writes_ground_truth(fmnist_dir, tmp_path):
+def _image_folder(root, counts):
+  """An image folder: ``{class: n}`` distinct 16x16 RGB images."""
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  for name, n in counts.items():
+    (root / name).mkdir(parents=True)
+    for i in range(n):
+      Image.fromarray(rng.integers(0, 256, (16, 16, 3), np.uint8)).save(
+          root / name / f"{i}.png")
+  return root
+
+
+def test_finetune_entry_point_on_a_folder_records_its_split(tmp_path):
+  folder = _image_folder(tmp_path / "pets", {"cat": 8, "dog": 6, "emu": 4})
   out = tmp_path / "gt.json"
   proc = run_entry_point(
       ["experiments.finetune", "--mode=linear_probe",
        "--models=efficientnet_lite0,efficientnet_lite0@random",
-       "--image_size=32", "--steps=5", "--num_examples=30",
-       "--test_examples=20", f"--data_dir={fmnist_dir}",
-       f"--cache_dir={tmp_path / 'cache'}", f"--output={out}"], cwd=ROOT)
+       "--image_size=32", "--steps=5", f"--dataset={folder}",
+       "--num_examples=0", "--test_examples=0", "--test_fraction=0.25",
+       "--seed=1", f"--cache_dir={tmp_path / 'cache'}", f"--output={out}"],
+      cwd=ROOT)
   assert proc.returncode == 0, proc.stderr[-3000:]
   payload = json.loads(out.read_text())
-  accs = payload["accuracies"]["fashion_mnist"]
+  accs = payload["accuracies"][str(folder)]
   assert set(accs) == {"efficientnet_lite0", "efficientnet_lite0@random"}
   assert all(0.0 <= a <= 1.0 for a in accs.values())
   assert payload["config"]["mode"] == "linear_probe"
   assert {"command", "hardware", "runs"} <= set(payload)
+  # How the test set was made: one folder, a seeded disjoint holdout of
+  # round_half_up(0.25 c_k) per class (cat 2 of 8, dog 2 (1.5) of 6, emu 1).
+  split = payload["config"]["split"]
+  assert split["method"] == "holdout" and split["shared_images"] == 0
+  assert split["seed"] == 1 and split["test_fraction"] == 0.25
+  assert "one image folder" in split["description"]
+  train, test = split["train"], split["test"]
+  assert train["source"] == test["source"] and str(folder) in train["source"]
+  assert test["per_class"] == {"cat": 2, "dog": 2, "emu": 1}
+  assert train["per_class"] == {"cat": 6, "dog": 4, "emu": 3}
+  assert train["num_examples"] + test["num_examples"] == 18
+  assert train["holdout"]["part"] == "train" and test["holdout"]["part"] == (
+      "test")
+  assert payload["config"]["test"] == test["fingerprint"] != train[
+      "fingerprint"]
+
+
+def test_finetune_refuses_a_test_set_of_training_images(tmp_path):
+  folder = _image_folder(tmp_path / "pets", {"cat": 3, "dog": 3})
+  out = tmp_path / "gt.json"
+  for extra, count in [([f"--test_dataset={folder}/"], "6 of 6"),
+                       (["--test_split=train"], "4 of 4")]:
+    proc = run_entry_point(
+        ["experiments.finetune", "--models=efficientnet_lite0",
+         f"--dataset={folder}", "--num_examples=0", "--test_examples=0",
+         f"--output={out}", *extra], cwd=ROOT)
+    assert proc.returncode != 0
+    assert (f"error: train and test splits overlap: {count} test images are "
+            "training images") in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and not out.exists()

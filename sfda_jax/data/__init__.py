@@ -9,6 +9,11 @@ pipeline implementing a backbone's
 :class:`~sfda_jax.backbones.base.Preprocessing` (decode, grayscale to RGB,
 shorter-side resize or squash, centre crop, normalise).
 
+A folder or arrays are ONE split; ``test_fraction`` partitions them into
+seeded, class-stratified, disjoint ``"train"`` / ``"test"`` parts
+(:func:`stratified_split`), and :func:`load_train_test` returns a training
+and a test set checked to share no image (:func:`check_disjoint`).
+
 TensorFlow is imported only when a dataset is first used, and is never given a
 GPU or TPU (JAX owns them).
 
@@ -21,14 +26,20 @@ Example:
 """
 
 from sfda_jax.data._dataset import (DatasetNotPreparedError, ImageDataset,
-                                    from_arrays, stratified_indices)
-from sfda_jax.data._load import load, prepare_fashion_mnist
+                                    check_disjoint, from_arrays,
+                                    stratified_indices, stratified_split)
+from sfda_jax.data._load import (DEFAULT_TEST_FRACTION, load,
+                                 load_train_test, prepare_fashion_mnist)
 
 __all__ = [
+    "DEFAULT_TEST_FRACTION",
     "DatasetNotPreparedError",
     "ImageDataset",
+    "check_disjoint",
     "from_arrays",
     "load",
+    "load_train_test",
     "prepare_fashion_mnist",
     "stratified_indices",
+    "stratified_split",
 ]

@@ -2,7 +2,10 @@
 
 A dataset is a *source* (a TFDS split, an image folder, in-memory arrays: a
 fixed sequence of ``(raw record, label)`` pairs) plus an optional
-class-stratified selection of record indices. TensorFlow is imported only when
+class-stratified selection of record indices. An image folder or in-memory
+arrays are ONE split; ``test_fraction`` carves them into a seeded,
+class-stratified, disjoint train/test partition (:func:`stratified_split`) and
+``split="train"`` / ``"test"`` picks a part. TensorFlow is imported only when
 records are actually read.
 """
 
@@ -16,8 +19,12 @@ import numpy as np
 
 from sfda_jax.backbones.base import Preprocessing
 
-__all__ = ["ArraySource", "DatasetNotPreparedError", "ImageDataset", "Source",
-           "from_arrays", "stratified_indices"]
+__all__ = ["ArraySource", "DatasetNotPreparedError", "HOLDOUT_PARTS",
+           "ImageDataset", "Source", "check_disjoint", "from_arrays",
+           "stratified_indices", "stratified_split"]
+
+# The split names that pick a part of a `test_fraction` holdout.
+HOLDOUT_PARTS = ("train", "test")
 
 
 class DatasetNotPreparedError(FileNotFoundError):
@@ -37,12 +44,16 @@ class Source(abc.ABC):
     num_classes: size of the label space.
     identity: stable string naming exactly this record sequence (dataset,
       version or content hash); the split is appended by `ImageDataset`.
+    single_split: whether the records are one undivided pool (an image
+      folder, arrays) whose ``split`` is only a name; only such a source can
+      be partitioned with ``test_fraction``.
   """
   name: str
   split: str
   class_names: list[str] | None
   num_classes: int
   identity: str
+  single_split: bool = False
 
   @abc.abstractmethod
   def num_records(self) -> int:
@@ -59,6 +70,31 @@ class Source(abc.ABC):
   @abc.abstractmethod
   def decode(self, raw: Any) -> Any:
     """TF graph function: ``raw -> [h, w, C]`` pixels in ``[0, 255]``."""
+
+  @abc.abstractmethod
+  def record_ids(self) -> np.ndarray:
+    """``[num_records]`` strings naming each record's underlying image.
+
+    Two records with the same id are the same image (same file, same TFDS
+    record, same row of the same arrays), whichever dataset, split or path
+    spelling they were reached through; `check_disjoint` compares them.
+    """
+
+
+def _draw_per_class(inverse: np.ndarray, quotas: np.ndarray,
+                    rng: np.random.Generator) -> np.ndarray:
+  """``quotas[k]`` random indices (without replacement) of each class ``k``.
+
+  ``inverse`` holds each record's class code ``0..K-1``; returns the chosen
+  record indices sorted (int64). The one per-class draw of
+  `stratified_indices` and `stratified_split`.
+  """
+  chosen = [rng.choice(np.flatnonzero(inverse == k), size=int(q),
+                       replace=False)
+            for k, q in enumerate(quotas) if q > 0]
+  if not chosen:
+    return np.zeros((0,), np.int64)
+  return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
 def stratified_indices(labels: np.ndarray, num_examples: int,
@@ -92,10 +128,87 @@ def stratified_indices(labels: np.ndarray, num_examples: int,
   ties = rng.random(len(counts))
   order = np.lexsort((ties, -remainders))
   quotas[order[:leftover]] += 1
-  chosen = [rng.choice(np.flatnonzero(inverse == k), size=int(q),
-                       replace=False)
-            for k, q in enumerate(quotas) if q > 0]
-  return np.sort(np.concatenate(chosen)).astype(np.int64)
+  return _draw_per_class(inverse, quotas, rng)
+
+
+def _check_test_fraction(test_fraction: float | None,
+                         split: str | None = None) -> float | None:
+  """Validates ``test_fraction`` and, when given, the part name ``split``.
+
+  ``split=None``: ``test_fraction`` is required (not ``None``).
+  """
+  if test_fraction is None and split is not None:
+    return None
+  if (isinstance(test_fraction, bool)
+      or not isinstance(test_fraction, (int, float, np.floating))
+      or not 0.0 < float(test_fraction) < 1.0):
+    raise ValueError("test_fraction must be a number strictly between 0 and "
+                     f"1 (the share of each class held out for testing), "
+                     f"got {test_fraction!r}.")
+  if split is not None and split not in HOLDOUT_PARTS:
+    raise ValueError(
+        f"with test_fraction={test_fraction}, split names the part of the "
+        f"train/test partition and must be one of {list(HOLDOUT_PARTS)}, "
+        f"got {split!r}.")
+  return float(test_fraction)
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int,
+                     class_names: list[str] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+  """A seeded, class-stratified, disjoint train/test partition of records.
+
+  Rounding rule, per class: class ``k`` with ``c_k >= 2`` records puts
+  ``t_k = min(c_k - 1, max(1, floor(test_fraction * c_k + 1/2)))`` of them in
+  the test part (the proportional share rounded half up, but at least one
+  and leaving at least one) and the other ``c_k - t_k`` in the train part, so
+  every class is in both parts. The test records of each class are drawn
+  without replacement with ``numpy.random.default_rng(seed)`` (the same draw
+  as `stratified_indices`). Together the parts are all ``N`` records.
+
+  Args:
+    labels: ``[N]`` integer labels of all records.
+    test_fraction: share of each class held out, in ``(0, 1)``.
+    seed: the random seed.
+    class_names: names of the label values (``class_names[label]``), used in
+      error messages; ``None``: the label values are named.
+
+  Returns:
+    ``(train [N - T], test [T])`` sorted record indices (int64), disjoint.
+
+  Raises:
+    ValueError: ``test_fraction`` outside ``(0, 1)``; a class has a single
+      record (it cannot be in both parts), naming the class(es).
+
+  Example:
+    >>> train, test = stratified_split(np.repeat([0, 1], [10, 3]), 0.2, 0)
+    >>> len(train), len(test)   # class 0: 2 of 10 held out; class 1: 1 of 3
+    (10, 3)
+  """
+  test_fraction = _check_test_fraction(test_fraction)
+  labels = np.asarray(labels)
+  values, inverse, counts = np.unique(labels, return_inverse=True,
+                                      return_counts=True)
+  inverse = inverse.reshape(-1)
+  single = values[counts < 2]
+  if single.size:
+    named = [repr(class_names[int(v)]) if class_names is not None
+             else repr(int(v)) for v in single]
+    shown = ", ".join(named[:10]) + (f" and {len(named) - 10} more"
+                                     if len(named) > 10 else "")
+    which = (f"class {shown} has only 1 image" if len(named) == 1 else
+             f"classes {shown} have only 1 image each")
+    raise ValueError(
+        f"{which}, but a class-stratified train/test split puts at least one "
+        "image of every class in each part, so each class needs at least 2: "
+        "add images, remove the class, or use a separate test set.")
+  # The 1e-9 keeps exact halves from rounding down through binary
+  # representation error (0.29 * 50 = 14.499999999999998, not 14.5).
+  quotas = np.floor(test_fraction * counts + 0.5 + 1e-9).astype(np.int64)
+  quotas = np.clip(quotas, 1, counts - 1)
+  test = _draw_per_class(inverse, quotas, np.random.default_rng(seed))
+  train = np.setdiff1d(np.arange(labels.shape[0], dtype=np.int64), test)
+  return train, test
 
 
 class ImageDataset:
@@ -105,16 +218,21 @@ class ImageDataset:
 
   Attributes:
     name: dataset name (TFDS name, folder name, or the name given).
-    split: split name.
+    split: split name (for a ``test_fraction`` holdout: the part, ``"train"``
+      or ``"test"``).
     num_examples: ``N``, the number of examples it yields.
     num_classes: size of the label space (TFDS ``ClassLabel`` size, number of
       class folders; for arrays, the number of distinct labels). A small
       subsample may miss some classes.
     class_names: class names or ``None``.
-    seed: seed of the stratified subsample (irrelevant for a whole split).
+    seed: seed of the stratified subsample and of the holdout partition.
+    test_fraction: the holdout's test share, or ``None`` (no partition).
+    pool_size: how many records the examples were drawn from: the whole
+      split, or the holdout part.
     fingerprint: stable string identifying exactly which examples, in which
       order: source (TFDS name, config and version / folder / content hash),
-      split, and ``n=<N>|seed=<seed>`` for a subsample or ``all``.
+      split, ``holdout=<test_fraction>,seed=<seed>`` for a holdout part, and
+      ``n=<N>|seed=<seed>`` for a subsample or ``all``.
 
   Example:
     >>> ds = sfda_jax.data.load("fashion_mnist", num_examples=200)
@@ -123,44 +241,77 @@ class ImageDataset:
   """
 
   def __init__(self, source: Source, num_examples: int | None = None,
-               seed: int = 0):
+               seed: int = 0, test_fraction: float | None = None):
     """Selects ``num_examples`` records of ``source`` (``None``: all).
+
+    With ``test_fraction`` (single-split sources only), the records are first
+    partitioned by :func:`stratified_split` with ``seed`` and ``source.split``
+    (``"train"`` or ``"test"``) picks the part the examples come from.
 
     Raises:
       ValueError: ``num_examples`` is not a positive int or exceeds the
-        records available.
+        records available; bad ``test_fraction``, part name, or a source
+        with its own splits; a class too small to split.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
       raise ValueError(f"seed must be an int, got {seed!r}.")
+    test_fraction = _check_test_fraction(test_fraction, source.split)
+    if test_fraction is not None and not source.single_split:
+      raise ValueError(
+          f"test_fraction partitions a single-split source (an image folder "
+          f"or arrays); {source.name!r} has its own splits, which are "
+          "already disjoint: pick them by name or slice ('test', "
+          "'train[80%:]').")
     self._source = source
     self.name = source.name
     self.split = source.split
     self.class_names = source.class_names
     self.num_classes = int(source.num_classes)
     self.seed = int(seed)
+    self.test_fraction = test_fraction
     self._labels: np.ndarray | None = None
     total = int(source.num_records())
     self._total = total
+    if test_fraction is None:
+      pool = None
+      where, holdout_key = f"split {self.split!r}", ""
+    else:
+      parts = stratified_split(source.all_labels(), test_fraction, self.seed,
+                               source.class_names)
+      pool = parts[HOLDOUT_PARTS.index(self.split)]
+      where = (f"{self.split} part of the test_fraction={test_fraction} "
+               "holdout")
+      holdout_key = f"holdout={test_fraction},seed={self.seed}|"
+    self._pool = pool
+    self.pool_size = total if pool is None else len(pool)
     if num_examples is not None:
       if isinstance(num_examples, bool) or not isinstance(
           num_examples, (int, np.integer)) or num_examples < 1:
         raise ValueError("num_examples must be a positive int or None (the "
                          f"whole split), got {num_examples!r}.")
-      if num_examples > total:
+      if num_examples > self.pool_size:
         raise ValueError(
-            f"num_examples={num_examples} but {self.name!r} split "
-            f"{self.split!r} has only {total} examples; ask for at most "
-            f"{total}, or pass num_examples=None for the whole split.")
-    if num_examples is None or num_examples == total:
-      self._selection = None
-      self.num_examples = total
+            f"num_examples={num_examples} but {self.name!r} {where} has "
+            f"only {self.pool_size} examples; ask for at most "
+            f"{self.pool_size}, or pass num_examples=None for the whole "
+            "split.")
+    if num_examples is None or num_examples == self.pool_size:
+      self._selection = pool
+      self.num_examples = self.pool_size
       selection_key = "all"
     else:
-      self._selection = stratified_indices(source.all_labels(),
-                                           int(num_examples), self.seed)
+      labels = source.all_labels()
+      if pool is None:
+        self._selection = stratified_indices(labels, int(num_examples),
+                                             self.seed)
+      else:
+        self._selection = pool[stratified_indices(labels[pool],
+                                                  int(num_examples),
+                                                  self.seed)]
       self.num_examples = int(num_examples)
       selection_key = f"n={self.num_examples}|seed={self.seed}"
-    self.fingerprint = f"{source.identity}|split={self.split}|{selection_key}"
+    self.fingerprint = (f"{source.identity}|split={self.split}|"
+                        f"{holdout_key}{selection_key}")
 
   @property
   def labels(self) -> np.ndarray:
@@ -173,13 +324,66 @@ class ImageDataset:
       self._labels = labels
     return self._labels
 
+  @property
+  def image_ids(self) -> np.ndarray:
+    """``[N]`` strings naming each example's underlying image, in order.
+
+    A file's real path for a folder, the TFDS shard file and record index
+    (TFDS slices and unions resolved) for TFDS, the content hash of the
+    arrays and the row for arrays. Used by :func:`check_disjoint`.
+    """
+    ids = np.asarray(self._source.record_ids())
+    return ids if self._selection is None else ids[self._selection]
+
+  @property
+  def pool_ids(self) -> np.ndarray:
+    """Like `image_ids`, for the records the examples were drawn from.
+
+    The whole split, or the holdout part; equal to `image_ids` (as a set)
+    unless ``num_examples`` took a subsample.
+    """
+    ids = np.asarray(self._source.record_ids())
+    return ids if self._pool is None else ids[self._pool]
+
+  def describe(self) -> dict[str, Any]:
+    """How the examples were chosen, JSON-ready (for result files).
+
+    Returns:
+      ``{"source", "name", "split", "holdout", "pool_size",
+      "num_examples", "seed", "per_class", "fingerprint"}``: ``source`` is
+      the source identity (folder path, TFDS name and version, arrays hash),
+      ``holdout`` is ``None`` or ``{"test_fraction", "seed", "part"}``,
+      ``per_class`` maps class names (label ids when unnamed) to counts.
+    """
+    if self.class_names is not None:
+      counts = np.bincount(self.labels, minlength=len(self.class_names))
+      per_class = dict(zip(self.class_names, counts.tolist()))
+    else:   # arrays: the distinct label values of the whole source
+      per_class = {str(int(v)): int((self.labels == v).sum())
+                   for v in np.unique(self._source.all_labels())}
+    return {
+        "source": self._source.identity,
+        "name": self.name,
+        "split": self.split,
+        "holdout": (None if self.test_fraction is None else
+                    {"test_fraction": self.test_fraction, "seed": self.seed,
+                     "part": self.split}),
+        "pool_size": self.pool_size,
+        "num_examples": self.num_examples,
+        "seed": self.seed,
+        "per_class": per_class,
+        "fingerprint": self.fingerprint,
+    }
+
   def __len__(self) -> int:
     return self.num_examples
 
   def __repr__(self) -> str:
+    holdout = ("" if self.test_fraction is None
+               else f", test_fraction={self.test_fraction}")
     return (f"ImageDataset(name={self.name!r}, split={self.split!r}, "
             f"num_examples={self.num_examples}, "
-            f"num_classes={self.num_classes}, seed={self.seed})")
+            f"num_classes={self.num_classes}, seed={self.seed}{holdout})")
 
   def batches(self, preprocessing: Preprocessing,
               batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -204,12 +408,53 @@ class ImageDataset:
                                     preprocessing, batch_size)
 
 
+def check_disjoint(train: ImageDataset, test: ImageDataset,
+                   hint: str = "") -> None:
+  """Raises unless ``test`` and ``train`` are drawn from disjoint images.
+
+  Images are compared by :attr:`ImageDataset.image_ids` (real file paths,
+  resolved TFDS records, array rows), so the same folder reached by two
+  spellings, a TFDS split and a slice of it, or the same holdout part twice
+  are all caught. Two subsamples of one split are refused too even when the
+  draw happens to share no image (their pools, :attr:`~ImageDataset.pool_ids`,
+  overlap): that they are disjoint would be luck, not a held-out test set.
+
+  Args:
+    train: the training set.
+    test: the evaluation set.
+    hint: appended to the error (what to do in the caller's terms).
+
+  Raises:
+    ValueError: ``train and test splits overlap: N of M test images are
+      training images; ...``.
+  """
+  shared = int(np.isin(test.image_ids, train.image_ids).sum())
+  if shared:
+    how = f"{shared} of {len(test)} test images are training images"
+  else:
+    test_pool = test.pool_ids
+    pooled = int(np.isin(test_pool, train.pool_ids).sum())
+    how = (f"0 of {len(test)} test images are training images only by "
+           f"chance: {pooled} of the {len(test_pool)} images the test set is "
+           "sampled from are in the pool the training set is sampled from"
+           ) if pooled else ""
+  if how:
+    raise ValueError(
+        f"train and test splits overlap: {how} (train {train.fingerprint}, "
+        f"test {test.fingerprint}); use disjoint data: a TFDS dataset's "
+        "train and test splits, a test_fraction holdout of one folder or "
+        "arrays (split='train' and split='test'), or a separate test set."
+        + (f" {hint}" if hint else ""))
+
+
 class ArraySource(Source):
   """In-memory images; the raw uint8 (or float) arrays stay on the host."""
 
   _CHUNK = 1024
+  single_split = True
 
-  def __init__(self, images: np.ndarray, labels: np.ndarray, name: str):
+  def __init__(self, images: np.ndarray, labels: np.ndarray, name: str,
+               split: str = "all"):
     images = np.asarray(images)
     labels = np.asarray(labels)
     if images.ndim not in (3, 4) or (images.ndim == 4
@@ -243,7 +488,7 @@ class ArraySource(Source):
     self._labels = labels.astype(np.int64)
     self._labels.setflags(write=False)
     self.name = name
-    self.split = "all"
+    self.split = split
     self.class_names = None
     self.num_classes = int(np.unique(self._labels).size)
     digest = hashlib.sha256()
@@ -257,6 +502,11 @@ class ArraySource(Source):
 
   def all_labels(self) -> np.ndarray:
     return self._labels
+
+  def record_ids(self) -> np.ndarray:
+    # Rows of the same pixels + labels (the content hash in `identity`).
+    return np.asarray([f"{self.identity}#{i}"
+                       for i in range(self.num_records())])
 
   def records(self):
     from sfda_jax.data._tf import tf  # pylint: disable=g-import-not-at-top
@@ -277,8 +527,10 @@ class ArraySource(Source):
 
 
 def from_arrays(images: np.ndarray, labels: np.ndarray,
-                name: str = "arrays") -> ImageDataset:
-  """A dataset of in-memory images.
+                name: str = "arrays", split: str = "all",
+                test_fraction: float | None = None,
+                seed: int = 0) -> ImageDataset:
+  """A dataset of in-memory images (one split, or one part of a holdout).
 
   Args:
     images: ``[N, H, W]``, ``[N, H, W, 1]`` (grayscale, repeated to RGB) or
@@ -287,17 +539,35 @@ def from_arrays(images: np.ndarray, labels: np.ndarray,
       is in use.
     labels: ``[N]`` integer class ids.
     name: dataset name for reports and the fingerprint.
+    split: the split's name (default ``"all"``); with ``test_fraction``,
+      ``"train"`` or ``"test"``: which part of the partition.
+    test_fraction: hold out this share of each class: the arrays are split
+      by :func:`stratified_split` (seeded, class-stratified, disjoint; per
+      class ``t_k = min(c_k - 1, max(1, round_half_up(test_fraction c_k)))``
+      test images) and ``split`` picks a part. Two calls with the same
+      arrays, fraction and seed give complementary parts. ``None``: all.
+    seed: seed of the partition.
 
   Returns:
-    An :class:`ImageDataset` of all ``N`` examples in the given order, split
-    ``"all"``; its fingerprint hashes the pixels and labels.
+    An :class:`ImageDataset` of all ``N`` examples (or of the chosen part)
+    in the given order; its fingerprint hashes the pixels and labels.
 
   Raises:
-    ValueError: bad shapes, dtypes or value ranges.
+    ValueError: bad shapes, dtypes or value ranges; bad ``test_fraction`` or
+      ``split``; a class with a single image when splitting (named).
 
   Example:
     >>> ds = from_arrays(np.zeros((4, 28, 28), np.uint8), np.arange(4))
     >>> len(ds), ds.num_classes
     (4, 4)
+    >>> x, y = np.zeros((10, 8, 8), np.uint8), np.arange(10) % 2
+    >>> train = from_arrays(x, y, split="train", test_fraction=0.2)
+    >>> test = from_arrays(x, y, split="test", test_fraction=0.2)
+    >>> len(train), len(test)   # 1 of each class's 5 images held out
+    (8, 2)
   """
-  return ImageDataset(ArraySource(images, labels, name))
+  if not isinstance(split, str) or not split:
+    raise ValueError(f"split must be a non-empty string, got {split!r}.")
+  _check_test_fraction(test_fraction, split)     # before hashing the pixels
+  return ImageDataset(ArraySource(images, labels, name, split), seed=seed,
+                      test_fraction=test_fraction)

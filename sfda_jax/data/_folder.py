@@ -9,7 +9,12 @@
 The sorted sub-folder names are the classes (label = position); each class's
 images (``.jpg .jpeg .png .bmp .gif``, any case, searched recursively) are
 ordered by relative path. Hidden entries (a leading ``.``) and other files are
-ignored. A folder is one split: ``split`` only names it.
+ignored.
+
+A folder is ONE split: ``split`` only names it, unless ``load(folder,
+split=..., test_fraction=f)`` partitions it into disjoint, seeded,
+class-stratified ``"train"`` and ``"test"`` parts (see
+:func:`sfda_jax.data.stratified_split`).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ def _image_files(class_dir: str) -> list[str]:
 class FolderSource(Source):
   """The images of a class-per-sub-folder directory."""
 
+  single_split = True
+
   def __init__(self, path: str, split: str = "train"):
     root = os.path.abspath(os.path.expanduser(path))
     if not os.path.exists(root):
@@ -75,6 +82,7 @@ class FolderSource(Source):
     logging.info("Image folder %s: %d images in %d classes.", root,
                  len(paths), len(classes))
     self._paths = paths
+    self._ids: np.ndarray | None = None
     self._labels = np.asarray(labels, np.int64)
     self._labels.setflags(write=False)
     self.root = root
@@ -91,6 +99,13 @@ class FolderSource(Source):
 
   def all_labels(self) -> np.ndarray:
     return self._labels
+
+  def record_ids(self) -> np.ndarray:
+    # Real paths: the same file reached through a symlink, a relative path
+    # or a trailing slash is the same image.
+    if self._ids is None:
+      self._ids = np.asarray([os.path.realpath(p) for p in self._paths])
+    return self._ids
 
   def records(self):
     from sfda_jax.data._tf import tf  # pylint: disable=g-import-not-at-top

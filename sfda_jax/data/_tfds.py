@@ -341,6 +341,28 @@ class TfdsSource(Source):
         _LABEL_CACHE[cache_key] = labels
     return self._labels
 
+  def record_ids(self) -> np.ndarray:
+    # The shard file and index of each record: TFDS resolves slices and
+    # unions ('train[:10%]', 'train+test') to file instructions, read in
+    # order here (shuffle_files=False, one file at a time), so a slice of a
+    # split shares ids with the split. Without split metadata (mock_data):
+    # the split string and position.
+    name = self._builder.info.full_name
+    try:
+      instructions = self._builder.info.splits[self.split].file_instructions
+    except (KeyError, ValueError, TypeError, AttributeError):
+      instructions = None
+    ids = []
+    for fi in instructions or ():
+      shard = os.path.basename(os.fspath(fi.filename))
+      take = fi.take if fi.take >= 0 else fi.examples_in_shard - fi.skip
+      ids.extend(f"tfds:{name}/{shard}#{j}"
+                 for j in range(fi.skip, fi.skip + take))
+    if len(ids) != self.num_records():
+      ids = [f"tfds:{name}|split={self.split}#{i}"
+             for i in range(self.num_records())]
+    return np.asarray(ids)
+
   def num_records(self) -> int:
     if self._num_records is None:
       self._num_records = len(self.all_labels())
