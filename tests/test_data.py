@@ -12,7 +12,7 @@ from PIL import Image
 import pytest
 
 from sfda_jax import data
-from sfda_jax.backbones.base import Preprocessing
+from sfda_jax.data.preprocessing import Preprocessing
 
 from conftest import FMNIST_DIR
 needs_fmnist = pytest.mark.skipif(

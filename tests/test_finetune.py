@@ -98,7 +98,8 @@ def test_finetune_entry_point_on_a_folder_records_its_split(tmp_path):
   assert set(accs) == {"efficientnet_lite0", "efficientnet_lite0@random"}
   assert all(0.0 <= a <= 1.0 for a in accs.values())
   assert payload["config"]["mode"] == "linear_probe"
-  assert {"command", "hardware", "runs"} <= set(payload)
+  assert {"command", "environment", "runs"} <= set(payload)
+  assert {"python", "device", "jax", "optax"} <= set(payload["environment"])
   # How the test set was made: one folder, a seeded disjoint holdout of
   # round_half_up(0.25 c_k) per class (cat 2 of 8, dog 2 (1.5) of 6, emu 1).
   split = payload["config"]["split"]
@@ -129,3 +130,11 @@ def test_finetune_refuses_a_test_set_of_training_images(tmp_path):
     assert (f"error: train and test splits overlap: {count} test images are "
             "training images") in proc.stderr, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and not out.exists()
+  # A bad @suffix is refused before any data is read (it was ignored).
+  proc = run_entry_point(
+      ["experiments.finetune", "--models=efficientnet_lite0@rnd",
+       f"--dataset={folder}", f"--output={out}"], cwd=ROOT)
+  assert proc.returncode != 0 and not out.exists()
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "error: unknown model suffix @rnd in 'efficientnet_lite0@rnd'; use "
+      "@random for a randomly initialised control.")

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from sfda_jax.backbones.base import Preprocessing
+from sfda_jax.data.preprocessing import Preprocessing
 
 __all__ = ["ArraySource", "DatasetNotPreparedError", "HOLDOUT_PARTS",
            "ImageDataset", "Source", "check_disjoint", "from_arrays",

@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from sfda_jax.backbones.base import Preprocessing
+from sfda_jax.data.preprocessing import Preprocessing
 from sfda_jax.data._tf import tf
 
 __all__ = ["preprocess_image", "batch_iterator", "select_records"]
