@@ -45,6 +45,7 @@ import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sfda_jax import atomic
+from sfda_jax import checks
 from sfda_jax.backbones.base import Backbone
 
 __all__ = ["FeatureResult", "extract", "feature_batches", "default_cache_dir",
@@ -230,8 +231,7 @@ def extract(backbone: Backbone, dataset: Any, batch_size: int = 64,
   Returns:
     A :class:`FeatureResult`.
   """
-  if batch_size < 1:
-    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  checks.positive_int(batch_size, "batch_size")
   key = cache_key(backbone, dataset)
   cache_dir = cache_dir or default_cache_dir()
   entry = os.path.join(cache_dir, _safe_name(backbone.name), key + ".npz")

@@ -63,6 +63,17 @@ def test_training_learns_and_leaves_bn_statistics(mode):
   assert np.all(np.asarray(bb.params["batch_stats"]["mean"]) == 0)
 
 
+def test_masked_optimizer_freezes_batch_stats():
+  params = {"w": jnp.ones(3), "batch_stats": {"mean": jnp.zeros(3)}}
+  mask = finetune._trainable_mask(params)
+  assert mask == {"w": True, "batch_stats": {"mean": False}}
+  tx = finetune.masked_optimizer(finetune.FinetuneConfig(), mask)
+  grads = jax.tree_util.tree_map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  assert np.all(np.asarray(updates["batch_stats"]["mean"]) == 0)
+  assert np.all(np.asarray(updates["w"]) < 0)
+
+
 def test_config_is_validated():
   with pytest.raises(ValueError, match="mode"):
     finetune.FinetuneConfig(mode="partial")

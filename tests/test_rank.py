@@ -103,6 +103,10 @@ def test_rank_reports_bad_input_before_work(features_dir, tmp_path):
     rank(tmp_path, models="resnet_9000")
   with pytest.raises(ValueError, match="unknown model suffix @rnd"):
     rank(tmp_path, models="efficientnet_lite0@rnd", ground_truth="none")
+  with pytest.raises(ValueError, match="batch_size must be a positive int"):
+    rank(tmp_path, dataset=str(d), batch_size=0)
+  with pytest.raises(ValueError, match="num_examples must be a positive int"):
+    rank(tmp_path, dataset=str(d), num_examples=-1)
   with pytest.raises(ValueError, match="--models is empty"):
     rank(tmp_path, models=" , ")
 

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 from absl import logging
 
+from sfda_jax import checks
 from sfda_jax import environment
 from sfda_jax import ranking
 from sfda_jax import report
@@ -100,7 +101,12 @@ class RankConfig:
   seed: int = 0
 
   def validate(self) -> None:
-    """Raises ValueError for an unknown metric (before any work)."""
+    """Raises ValueError for an unknown metric or a batch size or subset
+    size that is not a positive int (before any work)."""
+    checks.positive_int(self.batch_size, "batch_size")
+    if self.num_examples != 0:
+      checks.positive_int(self.num_examples, "num_examples",
+                          none_means="the whole split")
     unknown = [m for m in self.metrics if m not in ranking.ALL_METRICS]
     if unknown:
       raise ValueError(f"unknown metric(s) {unknown}; valid: "
