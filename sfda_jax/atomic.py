@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from typing import BinaryIO, Callable
 
-__all__ = ["write_with", "write_bytes"]
+__all__ = ["write_with", "write_bytes", "check_writable_dir"]
 
 
 def write_with(path: str, write: Callable[[BinaryIO], None]) -> None:
@@ -48,3 +49,21 @@ def write_with(path: str, write: Callable[[BinaryIO], None]) -> None:
 def write_bytes(path: str, data: bytes) -> None:
   """Atomically writes ``data`` to ``path``."""
   write_with(path, lambda f: f.write(data))
+
+
+def check_writable_dir(path: str, what: str = "output directory",
+                       hint: str = "") -> None:
+  """Creates ``path`` and proves it writable by creating and removing a
+  file there (``os.access`` misjudges read-only mounts and ACLs), before
+  any heavy work.
+
+  Raises:
+    ValueError: ``"<what> <path> is not writable: <reason><hint>"``.
+  """
+  try:
+    os.makedirs(path, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+    os.close(fd)
+    os.unlink(probe)
+  except OSError as e:
+    raise ValueError(f"{what} {path} is not writable: {e}{hint}") from e

@@ -45,6 +45,7 @@ import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sfda_jax import atomic
+from sfda_jax import checks
 from sfda_jax.backbones.base import Backbone
 
 __all__ = ["FeatureResult", "extract", "feature_batches", "default_cache_dir",
@@ -230,22 +231,15 @@ def extract(backbone: Backbone, dataset: Any, batch_size: int = 64,
   Returns:
     A :class:`FeatureResult`.
   """
-  if batch_size < 1:
-    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  checks.positive_int(batch_size, "batch_size")
   key = cache_key(backbone, dataset)
   cache_dir = cache_dir or default_cache_dir()
   entry = os.path.join(cache_dir, _safe_name(backbone.name), key + ".npz")
   partial_dir = entry[:-len(".npz")] + ".partial"
   if use_cache:
-    try:
-      os.makedirs(os.path.dirname(entry), exist_ok=True)
-    except OSError as e:
-      raise ValueError(f"cannot create the feature cache directory "
-                       f"{os.path.dirname(entry)}: {e}; pass another "
-                       "cache_dir.") from e
-    if not os.access(os.path.dirname(entry), os.W_OK):
-      raise ValueError(f"feature cache directory {os.path.dirname(entry)} is "
-                       "not writable; pass another cache_dir.")
+    atomic.check_writable_dir(os.path.dirname(entry),
+                              "feature cache directory",
+                              "; pass another cache_dir.")
     if os.path.exists(entry):
       arrays = _read_entry(entry, key)
       if arrays is not None:

@@ -24,7 +24,8 @@ import tqdm
 
 from sfda_jax.backbones.base import Backbone
 
-__all__ = ["FinetuneConfig", "train_and_evaluate", "optimizer"]
+__all__ = ["FinetuneConfig", "train_and_evaluate", "optimizer",
+           "masked_optimizer"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,15 @@ def optimizer(config: FinetuneConfig) -> optax.GradientTransformation:
   schedule = optax.cosine_decay_schedule(config.learning_rate, config.steps)
   return optax.chain(optax.add_decayed_weights(config.weight_decay),
                      optax.sgd(schedule, momentum=0.9, nesterov=True))
+
+
+def masked_optimizer(config: FinetuneConfig, mask: Any
+                     ) -> optax.GradientTransformation:
+  """:func:`optimizer` on the leaves where ``mask`` is True; the others are
+  frozen by optax itself (``set_to_zero``: zero updates, no state)."""
+  return optax.multi_transform(
+      {"train": optimizer(config), "freeze": optax.set_to_zero()},
+      jax.tree_util.tree_map(lambda m: "train" if m else "freeze", mask))
 
 
 def _trainable_mask(params: Any) -> Any:
@@ -98,7 +108,7 @@ def train_and_evaluate(backbone: Backbone, train_batches, test_batches,
                "backbone": backbone.params if full else None}
   mask = {"head": jax.tree_util.tree_map(lambda _: True, head),
           "backbone": _trainable_mask(backbone.params) if full else None}
-  tx = optax.masked(optimizer(config), mask)
+  tx = masked_optimizer(config, mask)
   opt_state = tx.init(trainable)
 
   def logits_fn(variables, inputs):
@@ -115,8 +125,6 @@ def train_and_evaluate(backbone: Backbone, train_batches, test_batches,
   @jax.jit
   def step(variables, opt_state, inputs, labels):
     loss, grads = jax.value_and_grad(loss_fn)(variables, inputs, labels)
-    grads = jax.tree_util.tree_map(
-        lambda g, m: g if m else jnp.zeros_like(g), grads, mask)
     updates, opt_state = tx.update(grads, opt_state, variables)
     return optax.apply_updates(variables, updates), opt_state, loss
 

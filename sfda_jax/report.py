@@ -13,7 +13,6 @@ import io
 import json
 import os
 import re
-import tempfile
 from typing import Any, Mapping
 
 import numpy as np
@@ -227,14 +226,9 @@ def failure_summary(failures: Mapping[str, Mapping[str, str]],
 
 
 def check_output_dir(path: str) -> None:
-  """Creates ``path`` and checks it is writable, before any heavy work."""
-  try:
-    os.makedirs(path, exist_ok=True)
-    fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
-    os.close(fd)
-    os.unlink(probe)
-  except OSError as e:
-    raise ValueError(f"output directory {path} is not writable: {e}") from e
+  """Creates ``path`` and checks it is writable, before any heavy work
+  (:func:`sfda_jax.atomic.check_writable_dir`)."""
+  atomic.check_writable_dir(path, "output directory")
 
 
 def _plot(scores: Mapping[str, Mapping[str, float | None]],

@@ -63,6 +63,17 @@ def test_training_learns_and_leaves_bn_statistics(mode):
   assert np.all(np.asarray(bb.params["batch_stats"]["mean"]) == 0)
 
 
+def test_masked_optimizer_freezes_batch_stats():
+  params = {"w": jnp.ones(3), "batch_stats": {"mean": jnp.zeros(3)}}
+  mask = finetune._trainable_mask(params)
+  assert mask == {"w": True, "batch_stats": {"mean": False}}
+  tx = finetune.masked_optimizer(finetune.FinetuneConfig(), mask)
+  grads = jax.tree_util.tree_map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  assert np.all(np.asarray(updates["batch_stats"]["mean"]) == 0)
+  assert np.all(np.asarray(updates["w"]) < 0)
+
+
 def test_config_is_validated():
   with pytest.raises(ValueError, match="mode"):
     finetune.FinetuneConfig(mode="partial")
@@ -98,7 +109,8 @@ def test_finetune_entry_point_on_a_folder_records_its_split(tmp_path):
   assert set(accs) == {"efficientnet_lite0", "efficientnet_lite0@random"}
   assert all(0.0 <= a <= 1.0 for a in accs.values())
   assert payload["config"]["mode"] == "linear_probe"
-  assert {"command", "hardware", "runs"} <= set(payload)
+  assert {"command", "environment", "runs"} <= set(payload)
+  assert {"python", "device", "jax", "optax"} <= set(payload["environment"])
   # How the test set was made: one folder, a seeded disjoint holdout of
   # round_half_up(0.25 c_k) per class (cat 2 of 8, dog 2 (1.5) of 6, emu 1).
   split = payload["config"]["split"]
@@ -129,3 +141,11 @@ def test_finetune_refuses_a_test_set_of_training_images(tmp_path):
     assert (f"error: train and test splits overlap: {count} test images are "
             "training images") in proc.stderr, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and not out.exists()
+  # A bad @suffix is refused before any data is read (it was ignored).
+  proc = run_entry_point(
+      ["experiments.finetune", "--models=efficientnet_lite0@rnd",
+       f"--dataset={folder}", f"--output={out}"], cwd=ROOT)
+  assert proc.returncode != 0 and not out.exists()
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "error: unknown model suffix @rnd in 'efficientnet_lite0@rnd'; use "
+      "@random for a randomly initialised control.")

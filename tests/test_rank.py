@@ -1,13 +1,17 @@
-"""experiments.rank end to end: precomputed features, the offline zoo on real
-Fashion-MNIST, results files and bad input."""
+"""sfda_jax.rank_zoo end to end (in-process): precomputed features, the
+offline zoo on real Fashion-MNIST, CIFAR-10 under tfds.testing.mock_data,
+results files and bad input; one subprocess smoke test of experiments.rank."""
 
 import csv
 import json
 import os
+import re
 
 import numpy as np
 import pytest
 
+import sfda_jax
+from sfda_jax import evaluation
 from sfda_jax import report
 from conftest import run_entry_point
 
@@ -45,17 +49,27 @@ def test_load_features_dir_infers_dataset(features_dir):
     report.load_features_dir(str(d))
 
 
-def test_rank_precomputed_features_with_ground_truth(features_dir, tmp_path):
+def rank(tmp_path, **kwargs):
+  """``rank_zoo`` in-process, writing to ``tmp_path / "out"``."""
+  out = kwargs.pop("output_dir", tmp_path / "out")
+  return sfda_jax.rank_zoo(sfda_jax.RankConfig(**kwargs), str(out)), out
+
+
+def test_rank_precomputed_features_with_ground_truth(features_dir, tmp_path,
+                                                     caplog):
   d, gt = features_dir
-  out = tmp_path / "out"
-  proc = run_rank(f"--dataset={d}", f"--ground_truth={gt}",
-                  f"--output_dir={out}", "--metrics=sfda,logme,hscore")
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "agreement with fine-tune accuracy" in proc.stdout
-  assert "names models that were not ranked: ['other']" in proc.stderr
+  result, out = rank(tmp_path, dataset=str(d), ground_truth=str(gt),
+                     metrics=("sfda", "logme", "hscore"))
+  assert "agreement with fine-tune accuracy" in result.tables()
+  assert "names models that were not ranked: ['other']" in caplog.text
+  assert result.paths == [str(out / n) for n in (
+      "results.json", "results.csv", "ranking.png")]
   payload = json.loads((out / "results.json").read_text())
+  assert payload == json.loads(json.dumps(result.payload()))
   assert {"dataset", "split", "num_examples", "models", "scores", "agreement",
           "timings", "versions"} <= set(payload)
+  assert {"sfda_jax", "jax", "numpy", "python", "device"} <= set(
+      payload["versions"])
   assert payload["dataset"] == "my_data" and payload["num_examples"] == 120
   for metric in ("sfda", "logme", "hscore"):
     scores = payload["scores"][metric]
@@ -64,49 +78,63 @@ def test_rank_precomputed_features_with_ground_truth(features_dir, tmp_path):
   rows = list(csv.DictReader(open(out / "results.csv")))
   assert len(rows) == 9 and rows[0]["rank"] == "1"
   assert (out / "ranking.png").read_bytes()[:4] == b"\x89PNG"
+  result.check()                        # every cell scored: no error
 
 
 def test_rank_reports_bad_input_before_work(features_dir, tmp_path):
   d, gt = features_dir
   gt.write_text(json.dumps({"res_net_a": 90.0, "net_b": 80.0}))
-  proc = run_rank(f"--dataset={d}", f"--ground_truth={gt}",
-                  f"--output_dir={tmp_path / 'o'}", "--metrics=sfda")
-  assert proc.returncode != 0 and "no accuracy for ['net_c']" in proc.stderr
+  with pytest.raises(ValueError, match=r"no accuracy for \['net_c'\]"):
+    rank(tmp_path, dataset=str(d), ground_truth=str(gt), metrics=("sfda",))
   # The zoo path checks the ground truth before loading data or extracting.
-  proc = run_rank("--models=efficientnet_lite0,efficientnet_lite1",
-                  f"--ground_truth={gt}", f"--cache_dir={tmp_path / 'c'}",
-                  f"--data_dir={tmp_path / 'no_tfds'}",
-                  f"--output_dir={tmp_path / 'o'}")
-  assert proc.returncode != 0, proc.stderr[-2000:]
-  assert ("no accuracy for ['efficientnet_lite0', 'efficientnet_lite1']"
-          in proc.stderr)
+  with pytest.raises(ValueError, match=re.escape(
+      "no accuracy for ['efficientnet_lite0', 'efficientnet_lite1']")):
+    rank(tmp_path, models="efficientnet_lite0,efficientnet_lite1",
+         ground_truth=str(gt), cache_dir=str(tmp_path / "c"),
+         data_dir=str(tmp_path / "no_tfds"))
   assert not (tmp_path / "c").exists() and not (tmp_path / "no_tfds").exists()
   blocker = tmp_path / "file"
   blocker.write_text("x")
-  proc = run_rank(f"--dataset={d}", f"--output_dir={blocker / 'sub'}")
-  assert proc.returncode != 0 and "not writable" in proc.stderr
-  proc = run_rank(f"--dataset={d}", "--metrics=sfdaa",
-                  f"--output_dir={tmp_path / 'o'}")
-  assert proc.returncode != 0 and "unknown metric" in proc.stderr
-  proc = run_rank("--models=resnet_9000", f"--output_dir={tmp_path / 'o'}")
-  assert proc.returncode != 0 and "efficientnet_lite0" in proc.stderr
+  with pytest.raises(ValueError, match="not writable"):
+    rank(tmp_path, dataset=str(d), output_dir=blocker / "sub")
+  with pytest.raises(ValueError, match="unknown metric"):
+    rank(tmp_path, dataset=str(d), metrics=("sfdaa",))
+  with pytest.raises(ValueError, match="efficientnet_lite0"):
+    rank(tmp_path, models="resnet_9000")
+  with pytest.raises(ValueError, match="unknown model suffix @rnd"):
+    rank(tmp_path, models="efficientnet_lite0@rnd", ground_truth="none")
+  with pytest.raises(ValueError, match="batch_size must be a positive int"):
+    rank(tmp_path, dataset=str(d), batch_size=0)
+  with pytest.raises(ValueError, match="num_examples must be a positive int"):
+    rank(tmp_path, dataset=str(d), num_examples=-1)
+  with pytest.raises(ValueError, match="--models is empty"):
+    rank(tmp_path, models=" , ")
+
+
+def test_model_names_zoos_and_lists():
+  assert evaluation.model_names("offline", "x") == list(
+      evaluation.ZOOS["offline"])
+  assert evaluation.model_names("auto", "fashion_mnist") == list(
+      evaluation.ZOOS["offline"])
+  assert evaluation.model_names("auto", "cifar10") == list(
+      evaluation.ZOOS["online"])
+  assert evaluation.model_names(" a, b@random ,", "x") == ["a", "b@random"]
+  assert evaluation.model_names(["a"], "x") == ["a"]
 
 
 def test_rank_records_a_failing_model_and_ranks_the_rest(features_dir,
-                                                          tmp_path):
+                                                          tmp_path, caplog):
   d, gt = features_dir
   np.save(d / "net_b_my_data_feature.npy", np.ones((120, 16), np.float32))
-  out = tmp_path / "out"
-  proc = run_rank(f"--dataset={d}", f"--ground_truth={gt}",
-                  f"--output_dir={out}", "--metrics=sfda,logme,hscore")
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "error:" not in proc.stderr
+  result, out = rank(tmp_path, dataset=str(d), ground_truth=str(gt),
+                     metrics=("sfda", "logme", "hscore"))
+  result.check()                        # 6 of 9 scored: no error
   assert "3 of 9 (metric, model) cell(s) failed and are not ranked" in (
-      proc.stderr)
+      caplog.text)
   assert "  sfda / net_b: sfda (model 'net_b'): features are constant" in (
-      proc.stderr)
+      caplog.text)
   assert "  -     net_b      failed: logme (model 'net_b'): features are " \
-      "constant" in proc.stdout
+      "constant" in result.tables()
   payload = json.loads((out / "results.json").read_text())
   metrics = ("sfda", "logme", "hscore")
   assert set(payload["failures"]) == set(metrics)
@@ -132,6 +160,8 @@ def test_rank_records_a_failing_model_and_ranks_the_rest(features_dir,
 
 def test_rank_with_every_cell_failing_exits_non_zero_and_records(
     features_dir, tmp_path):
+  """The one subprocess smoke test of experiments.rank: flags, tables,
+  written files, the one-line error and the exit status."""
   d, gt = features_dir
   for model in ("res_net_a", "net_b", "net_c"):
     np.save(d / f"{model}_my_data_feature.npy", np.ones((120, 16),
@@ -145,6 +175,9 @@ def test_rank_with_every_cell_failing_exits_non_zero_and_records(
       "error: no (metric, model) cell could be scored (6 failed; reasons in "
       f"{out / 'results.json'})."]
   assert "Traceback" not in proc.stderr
+  assert "  -     net_b      failed: sfda (model 'net_b')" in proc.stdout
+  assert f"wrote {out / 'results.csv'}" in proc.stdout
+  assert "agreement with fine-tune accuracy" in proc.stdout
   payload = json.loads((out / "results.json").read_text())
   for metric in ("sfda", "hscore"):
     assert payload["scores"][metric] == {"res_net_a": None, "net_b": None,
@@ -209,36 +242,24 @@ def test_report_tables_and_files_handle_missing_cells(tmp_path):
 
 
 def test_rank_offline_zoo_on_fashion_mnist(fmnist_dir, tmp_path):
-  out = tmp_path / "out"
-  proc = run_rank("--models=efficientnet_lite0,efficientnet_lite0@random",
-                  "--num_examples=20", "--split=test", "--batch_size=10",
-                  "--metrics=sfda,logme,leep", f"--data_dir={fmnist_dir}",
-                  f"--cache_dir={tmp_path / 'cache'}", f"--output_dir={out}")
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  result, out = rank(tmp_path, models="efficientnet_lite0,"
+                     "efficientnet_lite0@random", num_examples=20,
+                     split="test", batch_size=10,
+                     metrics=("sfda", "logme", "leep"), data_dir=fmnist_dir,
+                     cache_dir=str(tmp_path / "cache"))
   payload = json.loads((out / "results.json").read_text())
   assert payload["num_examples"] == 20
   assert set(payload["scores"]["sfda"]) == {"efficientnet_lite0",
                                             "efficientnet_lite0@random"}
   assert set(payload["scores"]["leep"]) == {"efficientnet_lite0"}
-  # --ground_truth=auto picked the committed Fashion-MNIST fine-tune results.
+  # ground_truth="auto" picked the committed Fashion-MNIST fine-tune results
+  # (package data).
   assert payload["ground_truth_file"].endswith(
-      os.path.join("experiments", "ground_truth",
+      os.path.join("sfda_jax", "evaluation", "ground_truth",
                    "fashion_mnist_efficientnet_lite.json"))
   assert set(payload["ground_truth"]) == set(payload["models"])
   assert set(payload["agreement"]) == {"sfda", "logme"}
-  assert "agreement with fine-tune accuracy" in proc.stdout
-
-
-_MOCK_RANK = r"""
-import sys
-from absl import app
-import tensorflow_datasets as tfds
-from experiments import rank
-
-# Real rank entry point; TFDS reads replaced by random 32x32 CIFAR-10 records.
-with tfds.testing.mock_data(num_examples=int(sys.argv[1])):
-  app.run(rank.main, argv=["rank"] + sys.argv[2:])
-"""
+  assert "agreement with fine-tune accuracy" in result.tables()
 
 
 def _tiny_hf_checkpoints(root):
@@ -265,32 +286,31 @@ def _tiny_hf_checkpoints(root):
 
 
 def test_rank_cifar10_under_mock_data_with_tiny_hf_models(tmp_path):
-  import subprocess
-  import sys
+  import tensorflow_datasets as tfds
   models = _tiny_hf_checkpoints(tmp_path)
-  out = tmp_path / "out"
   gt = tmp_path / "gt.json"
   # Ground truth is keyed by the names exactly as ranked.
   gt.write_text(json.dumps({"cifar10": dict(zip(models, (0.6, 0.5)))}))
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  proc = subprocess.run(
-      [sys.executable, "-c", _MOCK_RANK, "120", "--dataset=cifar10",
-       f"--models={','.join(models)}", "--split=train", "--num_examples=100",
-       "--batch_size=16", "--metrics=sfda,logme,hscore,leep",
-       f"--data_dir={tmp_path / 'tfds'}", f"--cache_dir={tmp_path / 'cache'}",
-       f"--output_dir={out}", f"--ground_truth={gt}"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  # TFDS reads replaced by random 32x32 CIFAR-10 records.
+  with tfds.testing.mock_data(num_examples=120):
+    result, out = rank(tmp_path, dataset="cifar10", models=models,
+                       split="train", num_examples=100, batch_size=16,
+                       metrics=("sfda", "logme", "hscore", "leep"),
+                       data_dir=str(tmp_path / "tfds"),
+                       cache_dir=str(tmp_path / "cache"),
+                       ground_truth=str(gt))
   payload = json.loads((out / "results.json").read_text())
   ranked = {f"hf:{tmp_path / n}" for n in ("tiny_resnet", "tiny_vit")}
   assert payload["dataset"] == "cifar10" and payload["num_examples"] == 100
   assert set(payload["models"]) == ranked
+  assert not result.failures
   for metric in ("sfda", "logme", "hscore", "leep"):
     assert set(payload["scores"][metric]) == ranked
     assert all(np.isfinite(v) for v in payload["scores"][metric].values())
   assert set(payload["agreement"]) == {"sfda", "logme", "hscore", "leep"}
   assert (out / "results.csv").exists() and (out / "ranking.png").exists()
-  assert "agreement with fine-tune accuracy" in proc.stdout
+  assert set(result.timings) == {*(f"extract/{m}" for m in models),
+                                 "scoring", "total"}
 
 
 def test_rank_online_zoo_offline_fails_fast_with_help(tmp_path):
@@ -300,9 +320,7 @@ def test_rank_online_zoo_offline_fails_fast_with_help(tmp_path):
     pytest.skip("the HuggingFace hub is reachable here")
   except OSError:
     pass
-  proc = run_rank("--dataset=cifar10", f"--output_dir={tmp_path / 'o'}",
-                  f"--cache_dir={tmp_path / 'c'}")
-  assert proc.returncode != 0
-  last = proc.stderr.strip().splitlines()[-1]
-  assert last.startswith("error: Cannot load HuggingFace model")
-  assert "save_pretrained" in last and "Traceback" not in proc.stderr
+  with pytest.raises(OSError, match="Cannot load HuggingFace model") as err:
+    rank(tmp_path, dataset="cifar10", cache_dir=str(tmp_path / "c"))
+  assert "save_pretrained" in str(err.value)
+  assert not (tmp_path / "c").exists()

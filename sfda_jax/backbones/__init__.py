@@ -29,11 +29,26 @@ from sfda_jax.backbones import efficientnet_lite
 from sfda_jax.backbones.base import Backbone, Preprocessing
 
 __all__ = ["Backbone", "Preprocessing", "available", "get", "default_dtype",
-           "OFFLINE_ZOO"]
+           "parse_name", "OFFLINE_ZOO", "RANDOM_SUFFIX"]
 
 #: The real pretrained models that work without a network.
 OFFLINE_ZOO = tuple(sorted(efficientnet_lite.CONFIGS))
 _HF_PREFIX = "hf:"
+#: ``<name>@random``: the same architecture, randomly initialised (a control).
+RANDOM_SUFFIX = "random"
+
+
+def parse_name(name: str) -> tuple[str, bool]:
+  """``(base name, random_init)`` of ``name`` or ``name@random``.
+
+  Raises:
+    ValueError: any other ``@`` suffix.
+  """
+  base, at, control = name.partition("@")
+  if at and control != RANDOM_SUFFIX:
+    raise ValueError(f"unknown model suffix @{control} in {name!r}; use "
+                     "@random for a randomly initialised control.")
+  return base, bool(at)
 
 
 def default_dtype() -> str:
@@ -108,7 +123,8 @@ def get(name: str, dtype: str | None = None, random_init: bool = False,
   """Builds a backbone by name.
 
   Args:
-    name: an :data:`OFFLINE_ZOO` name, or ``hf:<hub id or directory>``.
+    name: an :data:`OFFLINE_ZOO` name, or ``hf:<hub id or directory>``;
+      ``<name>@random`` is the same as ``random_init=True``.
     dtype: compute dtype, ``"float32"`` or ``"bfloat16"`` (default:
       :func:`default_dtype`). Features are returned as float32 either way.
     random_init: fresh random weights of the same architecture (a control
@@ -116,8 +132,11 @@ def get(name: str, dtype: str | None = None, random_init: bool = False,
     seed: seed of the random initialisation.
 
   Raises:
-    ValueError: unknown name (the message lists the valid ones) or dtype.
+    ValueError: unknown name (the message lists the valid ones), suffix or
+      dtype.
   """
+  name, suffix_random = parse_name(name)
+  random_init = random_init or suffix_random
   dtype = dtype or default_dtype()
   if dtype not in ("float32", "bfloat16"):
     raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}.")

@@ -29,7 +29,9 @@ faster end to end there (see :class:`DepthwiseConv`).
 
 Example:
   >>> module, variables = load_pretrained("efficientnet_lite0")
-  >>> images = preprocess(uint8_images, module.resolution)  # [B, 224, 224, 3]
+  >>> # [B, 224, 224, 3], preprocessed by sfda_jax.data with
+  >>> # backbones.get("efficientnet_lite0").preprocessing
+  >>> images = jnp.zeros((2, module.resolution, module.resolution, 3))
   >>> apply = jax.jit(lambda v, x: module.apply(v, x))
   >>> features, logits = apply(variables, images)  # [B, 1280], [B, 1000]
 """
@@ -47,7 +49,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from sfda_jax.backbones.torch_legacy import load_legacy_state_dict
 
@@ -623,64 +624,3 @@ def load_pretrained(
   module = EfficientNetLite.from_name(name, **module_kwargs)
   state_dict = load_legacy_state_dict(weights_path(name))
   return module, convert_state_dict(state_dict, module)
-
-
-def preprocess(images: np.ndarray,
-               resolution: int,
-               crop_fraction: float = CROP_FRACTION) -> np.ndarray:
-  """Resizes, centre-crops and normalises RGB images (NumPy/PIL, outside jit).
-
-  Each image's shorter side is resized (PIL bilinear, antialiased) to
-  ``int(resolution / crop_fraction)``, the centre ``resolution x resolution``
-  square is cut out, and pixels are mapped to ``(x - 127) / 128``.
-
-  The default ``crop_fraction=0.875`` (shorter side 256 for 224 px) is the
-  usual EfficientNet / ImageNet evaluation protocol; ``crop_fraction=1.0``
-  resizes the shorter side straight to ``resolution``. Both rules give the
-  same top-1 classes for all three variants on scikit-learn's two sample
-  photos, and 0.875 gives the higher top-1 probability in every case (e.g.
-  Lite0: palace 0.38 vs 0.33, daisy 0.32 vs 0.20), hence the default.
-
-  Args:
-    images: ``[B, H, W, 3]`` or ``[H, W, 3]`` RGB, uint8 or floats in
-      [0, 255] (rounded). Grayscale ``[B, H, W, 1]``, ``[H, W, 1]``,
-      ``[B, H, W]`` or ``[H, W]`` is replicated to RGB; a 3-D array whose
-      last axis is 1 or 3 is taken as one image.
-    resolution: Output side length, e.g. ``module.resolution``.
-    crop_fraction: Fraction of the resized shorter side kept, in (0, 1].
-
-  Returns:
-    ``[B, resolution, resolution, 3]`` float32, or
-    ``[resolution, resolution, 3]`` for a single image.
-
-  Raises:
-    ValueError: For a wrong rank, channel count or crop fraction.
-  """
-  images = np.asarray(images)
-  if not 0 < crop_fraction <= 1:
-    raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
-  single = images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (1, 3))
-  if single:
-    images = images[None]
-  if images.ndim == 3:
-    images = images[..., None]
-  if images.ndim != 4 or images.shape[-1] not in (1, 3):
-    raise ValueError("expected [B, H, W, 3] or [H, W, 3] images, got shape "
-                     f"{images.shape}")
-  if images.shape[-1] == 1:
-    images = np.repeat(images, 3, axis=-1)
-  if images.dtype != np.uint8:
-    images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
-  short = max(resolution, int(resolution / crop_fraction))
-  out = np.empty((images.shape[0], resolution, resolution, 3), np.float32)
-  for i, image in enumerate(images):
-    h, w = image.shape[:2]
-    scale = short / min(h, w)
-    size = (max(short, round(w * scale)), max(short, round(h * scale)))
-    resized = np.asarray(
-        Image.fromarray(image).resize(size, Image.Resampling.BILINEAR),
-        np.float32)
-    top, left = (size[1] - resolution) // 2, (size[0] - resolution) // 2
-    crop = resized[top:top + resolution, left:left + resolution]
-    out[i] = (crop - PIXEL_MEAN) / PIXEL_STD
-  return out[0] if single else out

@@ -90,8 +90,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import socket
-import threading
 import time
 import types
 import urllib.parse
@@ -107,8 +105,9 @@ from huggingface_hub import constants as hub_constants
 from flax.traverse_util import flatten_dict
 from flax.traverse_util import unflatten_dict
 
+from sfda_jax import network
 from sfda_jax.backbones.base import Backbone
-from sfda_jax.backbones.base import Preprocessing
+from sfda_jax.data.preprocessing import Preprocessing
 
 __all__ = [
     "HubUnreachableError",
@@ -122,7 +121,7 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PROBE_TIMEOUT_S = 3.0
+PROBE_TIMEOUT_S = network.PROBE_TIMEOUT_S
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # PIL resampling codes: 0 nearest, 1 lanczos, 2 bilinear, 3 bicubic, 4 box,
 # 5 hamming. Only bilinear and bicubic exist in the input pipeline.
@@ -392,7 +391,8 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _probe_hub(timeout: float = PROBE_TIMEOUT_S) -> str | None:
-  """Returns ``None`` when the hub answers a TCP connect, else the reason."""
+  """Returns ``None`` when the hub answers a TCP connect
+  (:func:`sfda_jax.network.reachable`), else the reason."""
   from transformers.utils import is_offline_mode
 
   if hub_constants.HF_HUB_OFFLINE or is_offline_mode():
@@ -400,27 +400,8 @@ def _probe_hub(timeout: float = PROBE_TIMEOUT_S) -> str | None:
   endpoint = urllib.parse.urlparse(hub_constants.ENDPOINT)
   host = endpoint.hostname or "huggingface.co"
   port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
-  proxy = (os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-           or os.environ.get("ALL_PROXY") or os.environ.get("all_proxy"))
-  if proxy and endpoint.scheme == "https":
-    parsed = urllib.parse.urlparse(proxy)
-    host, port = parsed.hostname or host, parsed.port or 3128
-  result: list[str | None] = []
-
-  def connect() -> None:
-    try:
-      with socket.create_connection((host, port), timeout=timeout):
-        result.append(None)
-    except OSError as err:
-      result.append(f"cannot connect to {host}:{port}: {err}")
-
-  # DNS lookups ignore socket timeouts, hence the thread with a deadline.
-  thread = threading.Thread(target=connect, daemon=True)
-  thread.start()
-  thread.join(timeout + 0.5)
-  if not result:
-    return f"no answer from {host}:{port} within {timeout:.0f} s"
-  return result[0]
+  ok, detail = network.reachable([(host, port)], timeout)
+  return None if ok else detail
 
 
 def _unreachable_message(name: str, reason: str) -> str:

@@ -6,7 +6,7 @@ in-memory images. Both return an :class:`ImageDataset`, whose ``labels`` come
 without decoding any image and whose ``batches(preprocessing, batch_size)``
 stream ``(images [B, S, S, 3] float32, labels [B] int64)`` through a tf.data
 pipeline implementing a backbone's
-:class:`~sfda_jax.backbones.base.Preprocessing` (decode, grayscale to RGB,
+:class:`Preprocessing` (decode, grayscale to RGB,
 shorter-side resize or squash, centre crop, normalise).
 
 A folder or arrays are ONE split; ``test_fraction`` partitions them into
@@ -28,6 +28,7 @@ Example:
 from sfda_jax.data._dataset import (DatasetNotPreparedError, ImageDataset,
                                     check_disjoint, from_arrays,
                                     stratified_indices, stratified_split)
+from sfda_jax.data.preprocessing import Preprocessing
 from sfda_jax.data._load import (DEFAULT_TEST_FRACTION, load,
                                  load_train_test, prepare_fashion_mnist)
 
@@ -35,6 +36,7 @@ __all__ = [
     "DEFAULT_TEST_FRACTION",
     "DatasetNotPreparedError",
     "ImageDataset",
+    "Preprocessing",
     "check_disjoint",
     "from_arrays",
     "load",

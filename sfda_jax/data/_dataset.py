@@ -17,7 +17,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from sfda_jax.backbones.base import Preprocessing
+from sfda_jax import checks
+from sfda_jax.data.preprocessing import Preprocessing
 
 __all__ = ["ArraySource", "DatasetNotPreparedError", "HOLDOUT_PARTS",
            "ImageDataset", "Source", "check_disjoint", "from_arrays",
@@ -284,11 +285,8 @@ class ImageDataset:
       holdout_key = f"holdout={test_fraction},seed={self.seed}|"
     self._pool = pool
     self.pool_size = total if pool is None else len(pool)
-    if num_examples is not None:
-      if isinstance(num_examples, bool) or not isinstance(
-          num_examples, (int, np.integer)) or num_examples < 1:
-        raise ValueError("num_examples must be a positive int or None (the "
-                         f"whole split), got {num_examples!r}.")
+    if checks.positive_int(num_examples, "num_examples",
+                           none_means="the whole split") is not None:
       if num_examples > self.pool_size:
         raise ValueError(
             f"num_examples={num_examples} but {self.name!r} {where} has "

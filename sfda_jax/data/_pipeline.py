@@ -22,7 +22,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from sfda_jax.backbones.base import Preprocessing
+from sfda_jax import checks
+from sfda_jax.data.preprocessing import Preprocessing
 from sfda_jax.data._tf import tf
 
 __all__ = ["preprocess_image", "batch_iterator", "select_records"]
@@ -143,11 +144,9 @@ def batch_iterator(records: tf.data.Dataset,
       at the first ``next``).
   """
   if not isinstance(preprocessing, Preprocessing):
-    raise ValueError("preprocessing must be a sfda_jax.backbones.Preprocessing"
+    raise ValueError("preprocessing must be a sfda_jax.data.Preprocessing"
                      f", got {type(preprocessing).__name__}.")
-  if isinstance(batch_size, bool) or not isinstance(
-      batch_size, (int, np.integer)) or batch_size < 1:
-    raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+  checks.positive_int(batch_size, "batch_size")
 
   def prepare(raw, label):
     return preprocess_image(decode(raw), preprocessing), tf.cast(label,

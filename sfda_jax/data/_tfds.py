@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import difflib
 import os
-import socket
-import threading
-import time
 import urllib.parse
 from typing import Any, Callable
 
 from absl import logging
 import numpy as np
 
+from sfda_jax import network
 from sfda_jax.data import _fashion_mnist
 from sfda_jax.data._dataset import DatasetNotPreparedError, Source
 from sfda_jax.data._tf import tf, tfds
@@ -39,7 +37,6 @@ __all__ = ["ALIASES", "DatasetNotPreparedError", "TfdsSource",
 # Conventional names from the transferability literature -> TFDS names.
 ALIASES = {"voc2007": "voc/2007", "voc2012": "voc/2012"}
 
-_PROBE_TIMEOUT_S = 3.0
 _PROBE_HOSTS = (("storage.googleapis.com", 443),)
 _LABEL_BATCH = 8192
 # Labels already read in this process: (dataset folder, identity, split) ->
@@ -47,78 +44,18 @@ _LABEL_BATCH = 8192
 _LABEL_CACHE: dict[tuple[str, str, str], np.ndarray] = {}
 
 
-def _proxy_target() -> tuple[str, int] | None:
-  """``(host, port)`` of the HTTPS proxy configured in the environment."""
-  for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-    value = os.environ.get(var)
-    if value:
-      parsed = urllib.parse.urlsplit(value if "://" in value
-                                     else "http://" + value)
-      if parsed.hostname:
-        return parsed.hostname, parsed.port or 8080
-  return None
-
-
-def _connect(host: str, port: int, timeout: float,
-             proxy: tuple[str, int] | None) -> None:
-  """Opens a TCP connection to ``host:port`` (through an HTTP proxy's CONNECT
-  when ``proxy`` is given); raises OSError when that fails."""
-  if proxy is None:
-    socket.create_connection((host, port), timeout=timeout).close()
-    return
-  with socket.create_connection(proxy, timeout=timeout) as sock:
-    sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}"
-                 "\r\n\r\n".encode())
-    status = sock.recv(64).split(b"\r\n", 1)[0].decode("latin-1")
-    parts = status.split()
-    if len(parts) < 2 or parts[1] != "200":
-      raise OSError(f"proxy {proxy[0]}:{proxy[1]} refused CONNECT: {status!r}")
-
-
 def network_available(extra_hosts: tuple[str, ...] = (),
-                      timeout: float = _PROBE_TIMEOUT_S) -> tuple[bool, str]:
-  """Probes for a network in at most ``timeout`` seconds.
-
-  Tries TCP connects (name resolution included) to Google Cloud Storage
-  (TFDS's mirror) and ``extra_hosts`` (port 443), all at once, through the
-  HTTPS proxy of the environment if one is set; any success counts.
-
-  Args:
-    extra_hosts: more host names to try, e.g. the dataset's homepage host.
-    timeout: overall deadline in seconds.
+                      timeout: float = network.PROBE_TIMEOUT_S
+                      ) -> tuple[bool, str]:
+  """Probes for a network in at most ``timeout`` seconds
+  (:func:`sfda_jax.network.reachable`): Google Cloud Storage (TFDS's mirror)
+  and ``extra_hosts`` (port 443), e.g. the dataset's homepage host.
 
   Returns:
     ``(reachable, detail)``; ``detail`` names what was tried.
   """
-  proxy = _proxy_target()
-  targets = list(_PROBE_HOSTS) + [(h, 443) for h in extra_hosts if h]
-  reached = threading.Event()
-  errors: dict[str, str] = {}
-
-  def probe(host: str, port: int) -> None:
-    try:
-      _connect(host, port, timeout, proxy)
-      reached.set()
-    except OSError as e:
-      errors[f"{host}:{port}"] = f"{type(e).__name__}: {e}"
-
-  threads = [threading.Thread(target=probe, args=t, daemon=True)
-             for t in targets]
-  for thread in threads:
-    thread.start()
-  # Daemon threads: a name resolution stuck past the deadline is abandoned.
-  deadline = time.monotonic() + timeout
-  while time.monotonic() < deadline and not reached.is_set():
-    if not any(thread.is_alive() for thread in threads):
-      break
-    reached.wait(0.05)
-  names = ", ".join(f"{h}:{p}" for h, p in targets)
-  if proxy:
-    names += f" (through proxy {proxy[0]}:{proxy[1]})"
-  if reached.is_set():
-    return True, f"reached one of {names}"
-  return False, (f"no connection to {names} within {timeout:g} s"
-                 + (f" ({'; '.join(errors.values())})" if errors else ""))
+  return network.reachable(
+      list(_PROBE_HOSTS) + [(h, 443) for h in extra_hosts if h], timeout)
 
 
 def _download_is_patched() -> bool:
