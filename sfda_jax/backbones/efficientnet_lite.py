@@ -29,9 +29,14 @@ faster end to end there (see :class:`DepthwiseConv`).
 
 Example:
   >>> module, variables = load_pretrained("efficientnet_lite0")
-  >>> images = preprocess(uint8_images, module.resolution)  # [B, 224, 224, 3]
+  >>> uint8_images = np.zeros((2, 40, 30, 3), np.uint8)
+  >>> images = preprocess(uint8_images, module.resolution)
+  >>> images.shape, images.dtype
+  ((2, 224, 224, 3), dtype('float32'))
   >>> apply = jax.jit(lambda v, x: module.apply(v, x))
-  >>> features, logits = apply(variables, images)  # [B, 1280], [B, 1000]
+  >>> features, logits = apply(variables, images)
+  >>> features.shape, logits.shape
+  ((2, 1280), (2, 1000))
 """
 
 from __future__ import annotations
