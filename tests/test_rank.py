@@ -45,6 +45,7 @@ def test_load_features_dir_infers_dataset(features_dir):
     report.load_features_dir(str(d))
 
 
+@pytest.mark.slow
 def test_rank_precomputed_features_with_ground_truth(features_dir, tmp_path):
   d, gt = features_dir
   out = tmp_path / "out"
@@ -66,6 +67,7 @@ def test_rank_precomputed_features_with_ground_truth(features_dir, tmp_path):
   assert (out / "ranking.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_rank_reports_bad_input_before_work(features_dir, tmp_path):
   d, gt = features_dir
   gt.write_text(json.dumps({"res_net_a": 90.0, "net_b": 80.0}))
@@ -92,6 +94,7 @@ def test_rank_reports_bad_input_before_work(features_dir, tmp_path):
   assert proc.returncode != 0 and "efficientnet_lite0" in proc.stderr
 
 
+@pytest.mark.slow
 def test_rank_records_a_failing_model_and_ranks_the_rest(features_dir,
                                                           tmp_path):
   d, gt = features_dir
@@ -130,6 +133,7 @@ def test_rank_records_a_failing_model_and_ranks_the_rest(features_dir,
   assert (out / "ranking.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_rank_with_every_cell_failing_exits_non_zero_and_records(
     features_dir, tmp_path):
   d, gt = features_dir
@@ -208,6 +212,7 @@ def test_report_tables_and_files_handle_missing_cells(tmp_path):
     assert open(paths[2], "rb").read()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_rank_offline_zoo_on_fashion_mnist(fmnist_dir, tmp_path):
   out = tmp_path / "out"
   proc = run_rank("--models=efficientnet_lite0,efficientnet_lite0@random",
@@ -264,6 +269,7 @@ def _tiny_hf_checkpoints(root):
   return paths
 
 
+@pytest.mark.slow
 def test_rank_cifar10_under_mock_data_with_tiny_hf_models(tmp_path):
   import subprocess
   import sys
@@ -293,6 +299,7 @@ def test_rank_cifar10_under_mock_data_with_tiny_hf_models(tmp_path):
   assert "agreement with fine-tune accuracy" in proc.stdout
 
 
+@pytest.mark.slow
 def test_rank_online_zoo_offline_fails_fast_with_help(tmp_path):
   import socket
   try:
