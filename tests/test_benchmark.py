@@ -21,6 +21,7 @@ def _finite_positive(v):
   return isinstance(v, float) and math.isfinite(v) and v > 0
 
 
+@pytest.mark.slow
 def test_quick_metrics_benchmark_writes_json(tmp_path):
   out = tmp_path / "bench.json"
   proc = run_entry_point(
@@ -82,6 +83,7 @@ def test_quick_metrics_benchmark_writes_json(tmp_path):
   assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json"]
 
 
+@pytest.mark.slow
 def test_quick_extract_benchmark_folds_into_json(tmp_path):
   out = tmp_path / "bench.json"
   proc = run_entry_point(
@@ -101,6 +103,7 @@ def test_quick_extract_benchmark_folds_into_json(tmp_path):
                                           else 1e-3)
 
 
+@pytest.mark.slow
 def test_unknown_metric_is_an_error(tmp_path):
   proc = run_entry_point(
       ["experiments.benchmark", "--quick", "--metrics=nope"], ROOT)

@@ -115,6 +115,7 @@ def test_read_idx_rejects_corrupt_file(tmp_path):
 
 
 @needs_fmnist
+@pytest.mark.slow
 def test_fashion_mnist_interrupted_prepare_leaves_nothing(tmp_path,
                                                           monkeypatch):
   from sfda_jax.data import _fashion_mnist
@@ -136,6 +137,7 @@ def test_fashion_mnist_missing_debian_files(tmp_path):
 
 
 @needs_fmnist
+@pytest.mark.slow
 def test_fashion_mnist_prepared_as_real_tfds(fmnist_dir):
   import tensorflow_datasets as tfds
   builder = tfds.builder("fashion_mnist", data_dir=fmnist_dir)
@@ -156,6 +158,7 @@ def test_fashion_mnist_prepared_as_real_tfds(fmnist_dir):
 
 
 @needs_fmnist
+@pytest.mark.slow
 def test_fashion_mnist_batches_and_pixels(fmnist_dir):
   from sfda_jax.data import _fashion_mnist
   ds = data.load("fashion_mnist", split="test[:100]", data_dir=fmnist_dir)
@@ -182,6 +185,7 @@ def test_fashion_mnist_batches_and_pixels(fmnist_dir):
 
 
 @needs_fmnist
+@pytest.mark.slow
 def test_fashion_mnist_stratified_subsample(fmnist_dir):
   def load(seed, split="test", n=200):
     return data.load("fashion_mnist", split=split, num_examples=n, seed=seed,
@@ -208,6 +212,7 @@ def test_fashion_mnist_stratified_subsample(fmnist_dir):
 
 
 @needs_fmnist
+@pytest.mark.slow
 def test_fashion_mnist_bad_split_and_size(fmnist_dir):
   with pytest.raises(ValueError, match=r"validation.*\['test', 'train'\]"):
     data.load("fashion_mnist", split="validation", data_dir=fmnist_dir)
@@ -555,6 +560,7 @@ def test_load_train_test_folder_holdout_and_refusals(tmp_path):
                          test_fraction=0.2)
 
 
+@pytest.mark.slow
 def test_load_train_test_tfds_named_splits(fmnist_dir):
   train, test, split = data.load_train_test(
       "fashion_mnist", num_examples=40, test_examples=20, data_dir=fmnist_dir)

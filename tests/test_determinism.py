@@ -42,6 +42,7 @@ def runs():
 
 
 @pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.slow
 def test_bit_identical_across_processes(runs, metric):
   first, second = runs
   assert first[metric] == second[metric], (first[metric], second[metric])

@@ -316,7 +316,9 @@ def _shapes(tree):
   return jax.tree_util.tree_map(np.shape, tree)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [   # Lite0 (~1 s) stays in the fast subset.
+    pytest.param(n, marks=() if n == "efficientnet_lite0" else pytest.mark.slow)
+    for n in NAMES])
 def test_real_weights_convert_with_every_key_used(name):
   state = _state_dict(name)
   counted = {k: v for k, v in state.items()
@@ -365,6 +367,7 @@ _TOP1_PROB = {
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.slow
 def test_pretrained_predictions_on_real_photos(name):
   module, variables = _pretrained(name)
   images = preprocess(_photos(), module.resolution)
@@ -389,6 +392,7 @@ def test_pretrained_predictions_on_real_photos(name):
                              atol=0.02)
 
 
+@pytest.mark.slow
 def test_random_init_is_finite_and_differs_from_pretrained():
   module, pretrained = _pretrained("efficientnet_lite0")
   images = preprocess(_photos(), 32)
@@ -410,6 +414,7 @@ def test_random_init_is_finite_and_differs_from_pretrained():
   np.testing.assert_array_equal(same_features, features)
 
 
+@pytest.mark.slow
 def test_jit_matches_eager_and_depthwise_implementations_agree():
   module, variables = _pretrained("efficientnet_lite0")
   # Any size works; a small one keeps the op-by-op eager run cheap.

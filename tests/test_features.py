@@ -147,6 +147,7 @@ def test_bad_arguments(tmp_path):
     features.extract(bb, FakeDataset(), batch_size=0, progress=False)
 
 
+@pytest.mark.slow
 def test_offline_zoo_extracts_real_fashion_mnist(fmnist_dir, tmp_path):
   """The real offline zoo end to end: Debian Fashion-MNIST through TFDS,
   EfficientNet-Lite0 at its native 224 px, ImageNet head logits."""

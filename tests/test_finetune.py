@@ -93,6 +93,7 @@ def _image_folder(root, counts):
   return root
 
 
+@pytest.mark.slow
 def test_finetune_entry_point_on_a_folder_records_its_split(tmp_path):
   folder = _image_folder(tmp_path / "pets", {"cat": 8, "dog": 6, "emu": 4})
   out = tmp_path / "gt.json"
@@ -128,6 +129,7 @@ def test_finetune_entry_point_on_a_folder_records_its_split(tmp_path):
       "fingerprint"]
 
 
+@pytest.mark.slow
 def test_finetune_refuses_a_test_set_of_training_images(tmp_path):
   folder = _image_folder(tmp_path / "pets", {"cat": 3, "dog": 3})
   out = tmp_path / "gt.json"

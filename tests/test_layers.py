@@ -21,11 +21,13 @@ def _loaded_after(statement, names):
   return proc.stdout.strip()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["sfda_jax", "sfda_jax.metrics"])
 def test_core_imports_no_pipeline(module):
   assert _loaded_after(f"import {module}", _HEAVY) == ""
 
 
+@pytest.mark.slow
 def test_data_imports_no_model_code():
   assert _loaded_after("import sfda_jax.data",
                        ("sfda_jax.backbones", *_HEAVY)) == ""

@@ -8,6 +8,7 @@ import zipfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_wheel_carries_ground_truth_and_no_experiments(tmp_path):
   build = tmp_path / "src"
   # Build from a copy: setuptools writes build/ and *.egg-info next to

@@ -81,6 +81,7 @@ def test_rank_precomputed_features_with_ground_truth(features_dir, tmp_path,
   result.check()                        # every cell scored: no error
 
 
+@pytest.mark.slow
 def test_rank_reports_bad_input_before_work(features_dir, tmp_path):
   d, gt = features_dir
   gt.write_text(json.dumps({"res_net_a": 90.0, "net_b": 80.0}))
@@ -122,6 +123,7 @@ def test_model_names_zoos_and_lists():
   assert evaluation.model_names(["a"], "x") == ["a"]
 
 
+@pytest.mark.slow
 def test_rank_records_a_failing_model_and_ranks_the_rest(features_dir,
                                                           tmp_path, caplog):
   d, gt = features_dir
@@ -158,6 +160,7 @@ def test_rank_records_a_failing_model_and_ranks_the_rest(features_dir,
   assert (out / "ranking.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_rank_with_every_cell_failing_exits_non_zero_and_records(
     features_dir, tmp_path):
   """The one subprocess smoke test of experiments.rank: flags, tables,
@@ -241,6 +244,7 @@ def test_report_tables_and_files_handle_missing_cells(tmp_path):
     assert open(paths[2], "rb").read()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_rank_offline_zoo_on_fashion_mnist(fmnist_dir, tmp_path):
   result, out = rank(tmp_path, models="efficientnet_lite0,"
                      "efficientnet_lite0@random", num_examples=20,
@@ -285,6 +289,7 @@ def _tiny_hf_checkpoints(root):
   return paths
 
 
+@pytest.mark.slow
 def test_rank_cifar10_under_mock_data_with_tiny_hf_models(tmp_path):
   import tensorflow_datasets as tfds
   models = _tiny_hf_checkpoints(tmp_path)
@@ -313,6 +318,7 @@ def test_rank_cifar10_under_mock_data_with_tiny_hf_models(tmp_path):
                                  "scoring", "total"}
 
 
+@pytest.mark.slow
 def test_rank_online_zoo_offline_fails_fast_with_help(tmp_path):
   import socket
   try:

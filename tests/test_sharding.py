@@ -17,6 +17,10 @@ import sys
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Every test reads the report of one subprocess with 8 fake CPU devices (see
+# BUILD_NOTES.md "Tests" for why it is not in-process).
+pytestmark = pytest.mark.slow
 DATA_PARALLEL = ["sfda", "logme", "hscore", "regularized_hscore", "gbc",
                  "transrate", "leep"]
 GLOBAL = ["nleep", "parc"]     # data-parallel PCA, then a gathered global step

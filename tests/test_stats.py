@@ -105,6 +105,7 @@ print("done")
 """
 
 
+@pytest.mark.slow
 def test_concurrent_batched_factorizations_do_not_deadlock(tmp_path):
   """Regression: batched LAPACK calls running concurrently hung XLA:CPU."""
   import subprocess

@@ -137,6 +137,7 @@ def test_float32_accuracy_under_offset():
 # ---------------------------------------------------------------- memory
 
 
+@pytest.mark.slow
 def test_one_chunk_alive_at_a_time():
   """Every chunk handed out is garbage by the time the next is requested,
   over every pass of every metric."""

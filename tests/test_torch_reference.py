@@ -129,6 +129,7 @@ def test_missing_torch_names_the_extra(monkeypatch):
     torch_reference.sfda_score(np.zeros((4, 2)), [0, 0, 1, 1])
 
 
+@pytest.mark.slow
 def test_sfda_jax_does_not_import_torch():
   code = ("import sys, sfda_jax, sfda_jax.baselines.torch_reference; "
           "print('torch' in sys.modules)")

@@ -33,7 +33,9 @@ Example:
   >>> # backbones.get("efficientnet_lite0").preprocessing
   >>> images = jnp.zeros((2, module.resolution, module.resolution, 3))
   >>> apply = jax.jit(lambda v, x: module.apply(v, x))
-  >>> features, logits = apply(variables, images)  # [B, 1280], [B, 1000]
+  >>> features, logits = apply(variables, images)
+  >>> features.shape, logits.shape
+  ((2, 1280), (2, 1000))
 """
 
 from __future__ import annotations

@@ -78,9 +78,24 @@ or a 3 s TCP connect to the endpoint) and, when unreachable, a
 :class:`HubUnreachableError` says how to provide the weights as a directory.
 
 Example:
-  >>> backbone = load_hf("/models/vit-base-patch16-224")
-  >>> backbone.preprocessing   # image_size=224, squash=True, mean=std=0.5
-  >>> features, logits = backbone(images)  # [B, 768], [B, 1000]
+  A tiny ViT saved with ``save_pretrained`` stands in for a real checkpoint
+  directory or hub id (e.g. ``"google/vit-base-patch16-224"``):
+
+  >>> import tempfile, transformers
+  >>> config = transformers.ViTConfig(
+  ...     hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+  ...     intermediate_size=32, image_size=32, patch_size=8, num_labels=5)
+  >>> path = tempfile.mkdtemp()
+  >>> transformers.FlaxViTForImageClassification(config).save_pretrained(path)
+  >>> _ = transformers.ViTImageProcessor(
+  ...     size={"height": 32, "width": 32}).save_pretrained(path)
+  >>> backbone = load_hf(path)
+  >>> p = backbone.preprocessing
+  >>> p.image_size, p.squash, p.mean, p.std
+  (32, True, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+  >>> features, logits = backbone(np.zeros((2, 32, 32, 3), np.float32))
+  >>> features.shape, logits.shape
+  ((2, 16), (2, 5))
 """
 
 from __future__ import annotations

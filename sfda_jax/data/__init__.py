@@ -19,10 +19,14 @@ GPU or TPU (JAX owns them).
 
 Example:
   >>> from sfda_jax import data
+  >>> from sfda_jax.backbones.base import Preprocessing
   >>> ds = data.load("fashion_mnist", split="test", num_examples=200)
   >>> ds.fingerprint
   'tfds:fashion_mnist/3.0.1:label=label|split=test|n=200|seed=0'
-  >>> images, labels = next(ds.batches(backbone.preprocessing, 64))
+  >>> preprocessing = Preprocessing(32, 32, (0.5,) * 3, (0.5,) * 3)
+  >>> images, labels = next(ds.batches(preprocessing, 64))
+  >>> images.shape, images.dtype, labels.shape
+  ((64, 32, 32, 3), dtype('float32'), (64,))
 """
 
 from sfda_jax.data._dataset import (DatasetNotPreparedError, ImageDataset,

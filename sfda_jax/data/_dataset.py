@@ -236,9 +236,14 @@ class ImageDataset:
       ``n=<N>|seed=<seed>`` for a subsample or ``all``.
 
   Example:
-    >>> ds = sfda_jax.data.load("fashion_mnist", num_examples=200)
-    >>> for images, labels in ds.batches(backbone.preprocessing, 64):
-    ...   images.shape  # (64, S, S, 3) float32; the last batch holds 8
+    >>> ds = from_arrays(np.zeros((200, 28, 28), np.uint8), np.arange(200) % 10)
+    >>> preprocessing = Preprocessing(32, 32, (0.5,) * 3, (0.5,) * 3)
+    >>> for images, labels in ds.batches(preprocessing, 64):
+    ...   print(images.shape, images.dtype, labels.shape)  # the last holds 8
+    (64, 32, 32, 3) float32 (64,)
+    (64, 32, 32, 3) float32 (64,)
+    (64, 32, 32, 3) float32 (64,)
+    (8, 32, 32, 3) float32 (8,)
   """
 
   def __init__(self, source: Source, num_examples: int | None = None,

@@ -93,6 +93,7 @@ def load(name: str, split: str = "train", num_examples: int | None = None,
       prepared and there is no network to download it.
 
   Example:
+    >>> import numpy as np
     >>> ds = load("fashion_mnist", split="test", num_examples=200, seed=0)
     >>> len(ds), np.bincount(ds.labels)
     (200, array([20, 20, 20, 20, 20, 20, 20, 20, 20, 20]))
@@ -174,7 +175,19 @@ def load_train_test(dataset: str, test_dataset: str | None = None,
       :func:`load` raises.
 
   Example:
-    >>> train, test, split = load_train_test("/data/pets", test_fraction=0.25)
+    A folder of 40 cat and 60 dog images (any folder of class sub-folders):
+
+    >>> import os, tempfile, numpy as np
+    >>> from PIL import Image
+    >>> root = tempfile.mkdtemp()
+    >>> for offset, (name, count) in enumerate((("cat", 40), ("dog", 60))):
+    ...   os.makedirs(os.path.join(root, name))
+    ...   for i in range(count):
+    ...     pixels = np.full((8, 8, 3), 100 * offset + i, np.uint8)
+    ...     Image.fromarray(pixels).save(os.path.join(root, name, f"{i}.png"))
+    >>> train, test, split = load_train_test(root, test_fraction=0.25)
+    >>> len(train), len(test)
+    (75, 25)
     >>> split["method"], split["train"]["per_class"]
     ('holdout', {'cat': 30, 'dog': 45})
   """
