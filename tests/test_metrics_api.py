@@ -338,9 +338,14 @@ def test_float32_large_pair_count_and_tiny_gbc_stay_accurate():
   assert sfda_jax.gbc(x.astype(np.float32), y) == pytest.approx(want, rel=1e-3)
 
 
-def test_score_models_gbc_uses_the_papers_pca_dim(x64):
+def test_gbc_defaults_to_the_papers_pca_dim_everywhere(x64):
   x, y = make_features(150, 80, 3, seed=5)
   table = sfda_jax.score_models({"a": x}, y, metrics=("gbc",))
-  assert table["gbc"]["a"] == pytest.approx(
-      sfda_jax.gbc(x, y, pca_dim=sfda_jax.ranking.GBC_PCA_DIM), rel=1e-9)
-  assert table["gbc"]["a"] != pytest.approx(sfda_jax.gbc(x, y), rel=1e-6)
+  assert table["gbc"]["a"] == pytest.approx(sfda_jax.gbc(x, y), rel=1e-9)
+  assert sfda_jax.gbc(x, y) == pytest.approx(
+      sfda_jax.gbc(x, y, pca_dim=64), rel=1e-12)
+  assert sfda_jax.gbc(x, y) != pytest.approx(
+      sfda_jax.gbc(x, y, pca_dim=None), rel=1e-6)
+  # D <= 64: nothing is reduced.
+  assert sfda_jax.gbc(x[:, :40], y) == pytest.approx(
+      sfda_jax.gbc(x[:, :40], y, pca_dim=None), rel=1e-12)

@@ -44,6 +44,8 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
+from sfda_jax.metrics import _runner
+from sfda_jax.metrics import _spec
 from sfda_jax.metrics import _validation
 from sfda_jax.metrics import stats
 
@@ -243,21 +245,22 @@ def logme(features: Any, labels: Any, regression: bool = False) -> float:
     >>> sfda_jax.logme(good, y) > sfda_jax.logme(good, rng.permutation(y))
     True
   """
+  if not regression:
+    return _runner.score(SPEC, features, labels)
   x = _validation.check_features(features)
-  if regression:
-    t = labels if isinstance(labels, jax.Array) else np.asarray(labels)
-    t = _validation.check_features(t.reshape(-1, 1) if t.ndim == 1 else t,
-                                   name="regression targets")
-    if t.shape[0] != x.shape[0]:
-      raise ValueError(f"length mismatch: features have {x.shape[0]} rows but "
-                       f"targets have {t.shape[0]}.")
-    x = _validation.check_feature_values(x, "logme", scale_invariant=False)
-    t = t.astype(x.dtype)
-    if not isinstance(labels, jax.Array):
-      t = _validation.place_like_samples(t, x)
-  else:
-    enc = _validation.encode_labels(labels, x.shape[0])
-    x = _validation.check_feature_values(x, "logme", scale_invariant=False)
-    t = stats.one_hot(_validation.place_like_samples(enc.codes, x),
-                      enc.num_classes, x.dtype)
-  return _validation.check_finite_score(_logme_jit(x, t), "logme")
+  t = labels if isinstance(labels, jax.Array) else np.asarray(labels)
+  t = _validation.check_features(t.reshape(-1, 1) if t.ndim == 1 else t,
+                                 name="regression targets")
+  if t.shape[0] != x.shape[0]:
+    raise ValueError(f"length mismatch: features have {x.shape[0]} rows but "
+                     f"targets have {t.shape[0]}.")
+  x = _validation.check_feature_values(x, "logme", scale_invariant=False)
+  t = t.astype(x.dtype)
+  if not isinstance(labels, jax.Array):
+    t = _validation.place_like_samples(t, x)
+  return _runner.finish(SPEC, _logme_jit(x, t))
+
+
+SPEC = _spec.MetricSpec(
+    name="logme", order=10, fn=logme, inputs="features", core=logme_core,
+    prepare=_spec.one_hot, streaming="logme")
