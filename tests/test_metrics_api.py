@@ -9,7 +9,7 @@ import pytest
 from sfda_jax.baselines import numpy_reference as reference
 import sfda_jax
 from sfda_jax import metrics
-from sfda_jax.metrics import _sfda
+from sfda_jax.metrics import _runner
 from conftest import make_features
 
 FEATURE_METRICS = ["sfda", "logme", "nleep", "hscore", "regularized_hscore",
@@ -59,7 +59,8 @@ def test_bad_input_raises_value_error(data, metric, case):
 def test_bad_input_raises_before_heavy_work(data, monkeypatch):
   def boom(*args, **kwargs):
     raise AssertionError("the jitted kernel ran on invalid input")
-  monkeypatch.setattr(_sfda, "_sfda_jit", boom)
+  # Every wrapper's kernel call goes through the runner's jitted cores.
+  monkeypatch.setattr(_runner, "jitted", lambda *a, **k: boom)
   x, y = data
   with pytest.raises(ValueError):
     sfda_jax.sfda(np.where(x > 1, np.nan, x), y)

@@ -40,10 +40,8 @@ def gbc_core(x: jax.Array, labels: jax.Array, num_classes: int,
              gaussian_type: str = "diagonal", pca_dim: int | None = None,
              reg: float = 1e-6) -> jax.Array:
   """GBC on validated inputs (pure, jittable, vmappable over ``x``)."""
-  x = stats.center(x)          # translation invariant: accurate class means
-  if pca_dim is not None and pca_dim < x.shape[1]:
-    _, basis = stats.principal_basis(stats.gram(x) / x.shape[0])
-    x = stats.matmul(x, basis[:, :pca_dim])
+  # Translation invariant: centred first, for accurate class means.
+  x = stats.project_principal(stats.center(x), pca_dim)
   means, counts = stats.class_means(x, labels, num_classes)
   centred = x - means[labels]
   y = stats.one_hot(labels, num_classes, x.dtype)

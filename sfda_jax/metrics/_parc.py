@@ -61,12 +61,7 @@ def _average_ranks(v: jax.Array) -> jax.Array:
 
 def _reduce(x: jax.Array, pca_dim: int) -> jax.Array:
   """Centred features projected on their top ``pca_dim`` principal axes."""
-  n, d = x.shape
-  xc = stats.center(x)
-  if d > pca_dim:
-    _, basis = stats.principal_basis(stats.gram(xc) / n)
-    xc = stats.matmul(xc, basis[:, :pca_dim])
-  return xc
+  return stats.project_principal(stats.center(x), pca_dim)
 
 
 def parc_core(x: jax.Array, labels: jax.Array, num_classes: int,

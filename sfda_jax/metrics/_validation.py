@@ -23,7 +23,6 @@ class EncodedLabels:
   """Labels remapped to ``0..K-1`` in sorted order of the original ids."""
   codes: np.ndarray      # [N] int32
   classes: np.ndarray    # [K] original ids, sorted
-  counts: np.ndarray     # [K] samples per class
 
   @property
   def num_classes(self) -> int:
@@ -107,7 +106,7 @@ def encode_labels(labels: Any, num_samples: int | None = None,
                                      return_counts=True)
   check_class_counts(classes, counts, name, min_per_class, min_classes)
   return EncodedLabels(codes=codes.astype(np.int32).reshape(-1),
-                       classes=classes, counts=counts)
+                       classes=classes)
 
 
 def label_array(labels: Any, num_samples: int | None = None,
