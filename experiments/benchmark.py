@@ -66,6 +66,7 @@ from sfda_jax import atomic
 from sfda_jax import environment
 from sfda_jax.baselines import numpy_reference
 from sfda_jax.baselines import torch_reference
+from sfda_jax.metrics import registry
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("suite", "metrics", ["metrics", "extract", "all"],
@@ -341,15 +342,13 @@ def _roofline_fn(batched: bool):
 
 
 def _ours(metric: str, x, y, theta, z, seed):
-  if metric == "leep":
-    return lambda: sfda_jax.leep(theta, y)
-  if metric == "nce":
-    return lambda: sfda_jax.nce(z, y)
-  if metric == "nleep":
-    return lambda: sfda_jax.nleep(x, y, seed=seed)
+  spec = registry.REGISTRY[metric]
+  inputs = {"features": x, "source_probs": theta, "source_labels": z}[
+      spec.inputs]
+  options = {spec.seeded_option: seed} if spec.seeded_option else {}
   if metric == "parc":   # same work as the reference: no subsampling
-    return lambda: sfda_jax.parc(x, y, max_samples=x.shape[0])
-  return lambda: getattr(sfda_jax, metric)(x, y)
+    options["max_samples"] = x.shape[0]
+  return lambda: spec.fn(inputs, y, **options)
 
 
 def _numpy(metric: str, x, y, theta, z, seed):

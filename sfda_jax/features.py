@@ -42,10 +42,11 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sfda_jax import atomic
 from sfda_jax import checks
+from sfda_jax.metrics import placement
 from sfda_jax.backbones.base import Backbone
 
 __all__ = ["FeatureResult", "extract", "feature_batches", "default_cache_dir",
@@ -159,16 +160,16 @@ def _runner(backbone: Backbone, batch_size: int, data_parallel: bool):
   """``(run(images) -> (features, logits), padded batch size)``.
 
   With several local devices (and ``data_parallel``), the batch is padded to
-  a multiple of the device count and sharded over a 1-D ``batch`` mesh; the
+  a multiple of the device count and sharded over the 1-D sample mesh (axis ``placement.SAMPLE_AXIS``); the
   parameters are replicated once.
   """
   devices = jax.local_devices()
   if not data_parallel or len(devices) <= 1:
     return (lambda images: backbone(jnp.asarray(images))), batch_size
-  mesh = Mesh(np.array(devices), ("batch",))
+  mesh = placement.sample_mesh(devices)
   padded = -(-batch_size // len(devices)) * len(devices)
   params = jax.device_put(backbone.params, NamedSharding(mesh, P()))
-  in_sharding = NamedSharding(mesh, P("batch"))
+  in_sharding = NamedSharding(mesh, P(placement.SAMPLE_AXIS))
 
   def run(images):
     return backbone.apply_fn(params, jax.device_put(images, in_sharding))

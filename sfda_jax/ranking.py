@@ -23,83 +23,21 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
+from sfda_jax.metrics import _runner
 from sfda_jax.metrics import _validation
-from sfda_jax.metrics import _gbc as gbc_lib
-from sfda_jax.metrics import _hscore as hscore_lib
-from sfda_jax.metrics import _leep as leep_lib
-from sfda_jax.metrics import _logme as logme_lib
-from sfda_jax.metrics import _nleep as nleep_lib
-from sfda_jax.metrics import _parc as parc_lib
-from sfda_jax.metrics import _sfda as sfda_lib
-from sfda_jax.metrics import _transrate as transrate_lib
+from sfda_jax.metrics import registry
 
 __all__ = ["FEATURE_METRICS", "SOURCE_METRICS", "ALL_METRICS", "ON_ERROR",
            "ScoreResult", "score_models", "agreement", "weighted_tau",
            "kendall_tau", "pearson", "rel_at_k", "top1_hit"]
 
 
-@dataclasses.dataclass(frozen=True)
-class _Spec:
-  """How ``score_models`` runs one feature metric on a batch of models.
-
-  ``prepare(enc)`` returns ``(rows, args, static)``: an optional host index of
-  the rows to keep, extra (shared, un-batched) array arguments of ``core``
-  after the features, and its static keyword arguments.
-  """
-  core: Callable[..., jax.Array]
-  prepare: Callable[[_validation.EncodedLabels], tuple]
-  #: Whether the score is unchanged when the features are multiplied by a
-  #: positive constant (the flag the metric's own wrapper passes to
-  #: ``check_feature_values``).
-  scale_invariant: bool = False
-
-
-def _codes(enc):
-  return None, (jnp.asarray(enc.codes),), {"num_classes": enc.num_classes}
-
-
-def _onehot(enc):
-  return None, (jax.nn.one_hot(enc.codes, enc.num_classes),), {}
-
-
-#: GBC's PCA dimension in :func:`score_models` (the GBC paper's setting):
-#: without it, diagonal Gaussians in ~1000-D feature spaces are so far apart
-#: that every Bhattacharyya coefficient underflows and all models score 0.
-GBC_PCA_DIM = 64
-
-
-def _gbc_codes(enc):
-  rows, args, static = _codes(enc)
-  return rows, args, {**static, "pca_dim": GBC_PCA_DIM}
-
-
-def _index_table(enc):
-  index, valid = transrate_lib.class_index_table(enc.codes, enc.num_classes)
-  return None, (jnp.asarray(index), jnp.asarray(valid)), {}
-
-
-def _subsampled_codes(enc):
-  rows = parc_lib.stratified_subsample(enc.codes, parc_lib.DEFAULT_MAX_SAMPLES,
-                                       seed=0)
-  return rows, (jnp.asarray(enc.codes[rows]),), {"num_classes": enc.num_classes}
-
-
-_BATCHED = {
-    "sfda": _Spec(sfda_lib.sfda_core, _codes),
-    "logme": _Spec(logme_lib.logme_core, _onehot),
-    "hscore": _Spec(hscore_lib.hscore_core, _codes, scale_invariant=True),
-    "regularized_hscore": _Spec(hscore_lib.regularized_hscore_core, _codes,
-                                scale_invariant=True),
-    "gbc": _Spec(gbc_lib.gbc_core, _gbc_codes, scale_invariant=True),
-    "transrate": _Spec(transrate_lib.transrate_core, _index_table),
-    "parc": _Spec(parc_lib.parc_core, _subsampled_codes, scale_invariant=True),
-}
-#: Metrics computed from features and target labels.
-FEATURE_METRICS = ("sfda", "logme", "nleep", "hscore", "regularized_hscore",
-                   "gbc", "transrate", "parc")
+#: Metrics computed from features and target labels (from the registry).
+FEATURE_METRICS = registry.FEATURE_METRICS
 #: Metrics that need the source model's classifier outputs.
-SOURCE_METRICS = ("leep", "nce")
-ALL_METRICS = FEATURE_METRICS + SOURCE_METRICS
+SOURCE_METRICS = registry.SOURCE_METRICS
+#: Every metric, in the registry's order.
+ALL_METRICS = registry.ALL_METRICS
 
 
 @functools.lru_cache(maxsize=None)
@@ -112,7 +50,7 @@ def _batched_fn(metric: str, num_args: int, static: tuple):
   factorizations measured 27% slower than separate calls (3 models, N=10000,
   D=2048, C=100; BUILD_NOTES.md).
   """
-  core = functools.partial(_BATCHED[metric].core, **dict(static))
+  core = functools.partial(registry.REGISTRY[metric].core, **dict(static))
 
   def scores(stacked, *args):
     return lax.platform_dependent(
@@ -201,10 +139,12 @@ class _Cells:
 
 
 def _feature_scales(feats: Mapping[str, jax.Array], metrics: Sequence[str],
+                    enc: _validation.EncodedLabels, options: Mapping[str, dict],
                     cells: _Cells) -> dict[str, dict[str, float]]:
   """The value checks of every (feature metric, model) cell, as the metric's
-  own wrapper runs them (NaN/Inf, constant features, magnitude range), from
-  one summary per model.
+  own wrapper runs them (``_runner.check_cell``: NaN/Inf, the metric's own
+  input check, constant features, magnitude range), from one summary per
+  model.
 
   Returns:
     ``{metric: {model: scale}}`` for the cells that passed: the power of two
@@ -224,18 +164,20 @@ def _feature_scales(feats: Mapping[str, jax.Array], metrics: Sequence[str],
         cells.fail(metric, [name], e)
       continue
     for metric in metrics:
-      # NLEEP is not scale invariant (nleep() checks the same again).
-      invariant = metric in _BATCHED and _BATCHED[metric].scale_invariant
       with cells.guard(metric, [name]):
-        scales[metric][name] = _validation.feature_value_scale(
-            summary, x.dtype, x.shape[1], f"{metric} (model {name!r})",
-            invariant)
+        scales[metric][name] = _runner.check_cell(
+            registry.REGISTRY[metric], x, enc, summary, options[metric], name)
   return scales
+
+
+def _scaled(x: jax.Array, scale: float) -> jax.Array:
+  return x if scale == 1.0 else x * jnp.asarray(scale, x.dtype)
 
 
 def _score_batched(metric: str, feats: Mapping[str, jax.Array],
                    scales: Mapping[str, float],
-                   enc: _validation.EncodedLabels, cells: _Cells) -> None:
+                   enc: _validation.EncodedLabels, options: Mapping[str, Any],
+                   cells: _Cells) -> None:
   """Scores the models in ``scales`` with a batched metric, one call per
   group of equal feature shapes, into ``cells``.
 
@@ -243,14 +185,15 @@ def _score_batched(metric: str, feats: Mapping[str, jax.Array],
   raises a ValueError in "record" mode, its models are rescored one at a
   time, so only the offending model's cell fails.
   """
-  rows, args, static = _BATCHED[metric].prepare(enc)
-  fn = _batched_fn(metric, len(args), tuple(sorted(static.items())))
+  spec = registry.REGISTRY[metric]
+  prepared = spec.prepare(enc, **options)
+  rows = prepared.rows
+  args = [jnp.asarray(a) for a in prepared.args]
+  fn = _batched_fn(metric, len(args), tuple(sorted(prepared.static.items())))
   n = enc.codes.shape[0]
 
   def run(names):
-    xs = [feats[m] if scales[m] == 1.0 else
-          feats[m] * jnp.asarray(scales[m], feats[m].dtype) for m in names]
-    stacked = jnp.stack(xs)
+    stacked = jnp.stack([_scaled(feats[m], scales[m]) for m in names])
     if rows is not None and rows.shape[0] != n:
       stacked = stacked[:, jnp.asarray(rows)]
     return np.asarray(fn(stacked, *args))
@@ -269,8 +212,7 @@ def _score_batched(metric: str, feats: Mapping[str, jax.Array],
     for i, name in enumerate(names):
       with cells.guard(metric, [name]):
         v = values[i] if values is not None else run([name])[0]
-        cells.scores[metric][name] = _validation.check_finite_score(
-            v, f"{metric} (model {name!r})")
+        cells.scores[metric][name] = _runner.finish(spec, v, name)
 
 
 def score_models(features_by_model: Mapping[str, Any], labels: Any,
@@ -309,9 +251,11 @@ def score_models(features_by_model: Mapping[str, Any], labels: Any,
   values and constant features raise (or fail the model's cells), and
   scale-invariant metrics (H-score, regularized H-score, GBC, PARC) rescale
   features whose magnitude is out of range by an exact power of two.
-  GBC is computed on the first :data:`GBC_PCA_DIM` (64) principal components,
-  as in the GBC paper (``sfda_jax.gbc(..., pca_dim=64)``); every other metric
-  uses its defaults.
+  Every metric runs with its library defaults (``registry.REGISTRY[m]
+  .defaults``; GBC on the first 64 principal components, as in the GBC
+  paper and ``sfda_jax.gbc``), and each cell goes through the checks of the
+  single-metric function (``metrics/_runner.py``), so a cell's score or error
+  message is the single call's (the message naming the model).
 
   Returns:
     ``"raise"``: ``{metric: {model: score}}``, higher is better for every
@@ -347,16 +291,20 @@ def score_models(features_by_model: Mapping[str, Any], labels: Any,
   if extra:
     raise ValueError(f"source_probs_by_model names models without features: "
                      f"{extra}.")
+  specs = {m: registry.REGISTRY[m] for m in metrics}
+  options = {m: spec.options(**({spec.seeded_option: seed}
+                                if spec.seeded_option else {}))
+             for m, spec in specs.items()}
+  # Structure first, then the labels, as the single-metric functions do.
+  feats = {name: _validation.check_features(
+      f, name=f"features of model {name!r}", check_values=False)
+           for name, f in features_by_model.items()}
   enc = _validation.encode_labels(labels)
   n = enc.codes.shape[0]
-  feats = {}
-  for name, f in features_by_model.items():
-    x = _validation.check_features(f, name=f"features of model {name!r}",
-                                   check_values=False)
+  for name, x in feats.items():
     if x.shape[0] != n:
       raise ValueError(f"length mismatch: features of model {name!r} have "
                        f"{x.shape[0]} rows but labels has {n} entries.")
-    feats[name] = x
   for name, p in source_probs_by_model.items():
     shape = np.shape(p)
     if len(shape) != 2 or shape[0] != n:
@@ -364,26 +312,28 @@ def score_models(features_by_model: Mapping[str, Any], labels: Any,
                        f"(one row per label), got shape {tuple(shape)}.")
 
   cells = _Cells(metrics, on_error)
+  feature_metrics = [m for m in metrics if specs[m].inputs == "features"]
   # Every feature cell's value check runs before any heavy work.
-  scales = _feature_scales(
-      feats, [m for m in metrics if m in _BATCHED or m == "nleep"], cells)
-  for metric in metrics:
-    if metric in _BATCHED:
-      _score_batched(metric, feats, scales[metric], enc, cells)
-    elif metric == "nleep":
+  scales = _feature_scales(feats, feature_metrics, enc, options, cells)
+  for metric, spec in specs.items():
+    if spec.inputs == "features" and spec.batched:
+      _score_batched(metric, feats, scales[metric], enc, options[metric],
+                     cells)
+    elif spec.inputs == "features":
       for name in scales[metric]:
         with cells.guard(metric, [name]):
-          cells.scores[metric][name] = nleep_lib.nleep(feats[name], enc.codes,
-                                                       seed=seed)
-    elif metric == "leep":
+          x = _scaled(feats[name], scales[metric][name])
+          cells.scores[metric][name] = _runner.finish(
+              spec, _runner.compute(spec, x, enc, **options[metric]), name)
+    else:
       for name, p in source_probs_by_model.items():
         with cells.guard(metric, [name]):
-          cells.scores[metric][name] = leep_lib.leep(p, enc.codes)
-    elif metric == "nce":
-      for name, p in source_probs_by_model.items():
-        with cells.guard(metric, [name]):
-          z = np.asarray(jnp.argmax(jnp.asarray(p), axis=1))
-          cells.scores[metric][name] = leep_lib.nce(z, enc.codes)
+          if spec.inputs == "source_labels":     # NCE: the argmax labels
+            p = np.asarray(jnp.argmax(jnp.asarray(p), axis=1))
+          source = _runner.validate_source(spec, p, enc)
+          cells.scores[metric][name] = _runner.finish(
+              spec, _runner.compute(spec, source, enc, **options[metric]),
+              name)
   if not cells.record:
     return cells.scores
   return ScoreResult(scores=cells.scores, failures=cells.failures,

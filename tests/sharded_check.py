@@ -24,8 +24,7 @@ import sfda_jax  # noqa: E402
 from sfda_jax import features as features_lib  # noqa: E402
 from sfda_jax import sharding  # noqa: E402
 from sfda_jax.backbones.base import Backbone, Preprocessing  # noqa: E402
-from sfda_jax.metrics import (_gbc, _hscore, _leep, _logme, _sfda,  # noqa: E402
-                              _transrate, _validation)
+from sfda_jax.metrics import _runner, _validation, registry  # noqa: E402
 from conftest import make_features  # noqa: E402
 
 N, D, C = 4000, 64, 10
@@ -33,16 +32,10 @@ N, D, C = 4000, 64, 10
 # set keeps the single-device reference runs short.
 N_GLOBAL, C_GLOBAL = 800, 4
 
-# Data-parallel metrics: the jitted kernel each public wrapper calls.
-KERNELS = {
-    "sfda": (_sfda, "_sfda_jit"),
-    "logme": (_logme, "_logme_jit"),
-    "hscore": (_hscore, "_hscore_jit"),
-    "regularized_hscore": (_hscore, "_reg_hscore_jit"),
-    "gbc": (_gbc, "_gbc_jit"),
-    "transrate": (_transrate, "_transrate_jit"),
-    "leep": (_leep, "_leep_jit"),
-}
+# Data-parallel metrics (from the registry): each public wrapper calls its
+# jitted core through metrics/_runner.py (``_runner.jitted``).
+KERNELS = [name for name, spec in registry.REGISTRY.items()
+           if spec.placement == "data_parallel" and spec.prepare is not None]
 
 
 def collectives(hlo_text):
@@ -63,14 +56,21 @@ def gathers_samples(hlo_text, n):
           or (op == "all-gather" and re.search(rf"[\[,]{n}[\],]", shape))]
 
 
-def spy(module, name, calls):
-  original = getattr(module, name)
+def spy_jitted(calls):
+  """Records every jitted core call the runner makes (the compiled function,
+  its arguments)."""
+  original = _runner.jitted
 
-  def wrapper(*args, **kwargs):
-    calls.append((original, args, kwargs))
-    return original(*args, **kwargs)
+  def jitted(core, static_names):
+    fn = original(core, static_names)
 
-  setattr(module, name, wrapper)
+    def call(*args, **kwargs):
+      calls.append((fn, args, kwargs))
+      return fn(*args, **kwargs)
+
+    return call
+
+  _runner.jitted = jitted
   return original
 
 
@@ -86,8 +86,7 @@ def metric_checks(out):
   before = {"x": xs.sharding, "theta": thetas.sharding, "xg": xgs.sharding}
 
   calls = []
-  for module, name in KERNELS.values():
-    spy(module, name, calls)
+  original_jitted = spy_jitted(calls)
   gathered = []
   original_gather = _validation.gather_if_sharded
 
@@ -127,6 +126,7 @@ def metric_checks(out):
                                   if op == "all-reduce"])
     results[metric] = entry
   _validation.gather_if_sharded = original_gather
+  _runner.jitted = original_jitted
   # NCE takes labels only: a sharded array of source labels is read back to
   # the host like any label array (labels are [N] ids, not the features).
   z = theta.argmax(1)

@@ -97,7 +97,7 @@ METRICS = {
     "hscore": (sfda_jax.hscore, ref.hscore, 0.0),
     "regularized_hscore": (sfda_jax.regularized_hscore,
                            ref.regularized_hscore, 0.0),
-    "gbc": (sfda_jax.gbc, ref.gbc, 1e-6),
+    "gbc": (lambda x, y: sfda_jax.gbc(x, y, pca_dim=None), ref.gbc, 1e-6),
     "gbc_pca64": (lambda x, y: sfda_jax.gbc(x, y, pca_dim=64),
                   lambda x, y: ref.gbc(x, y, pca_dim=64), 1e-6),
     "transrate": (sfda_jax.transrate, ref.transrate, 0.0),

@@ -178,3 +178,57 @@ def test_leep_accepts_half_precision_probabilities():
   for dtype in (np.float16, ml_dtypes.bfloat16):
     got = sfda_jax.leep(theta.astype(dtype), y)
     assert got == pytest.approx(want, rel=2e-2)
+
+
+# --------------------------------------------------------------------------
+# One path: every case of the battery gives the single call's score or its
+# error through score_models as well.
+
+from sfda_jax.metrics import registry  # noqa: E402
+
+# NCE is left out: score_models derives its hard source labels from source
+# probabilities (argmax), so the two entries do not take the same input.
+ONE_PATH_METRICS = [m for m in registry.ALL_METRICS if m != "nce"]
+
+
+def _outcome(fn):
+  """``("score", value)`` or ``("error", message)`` with the model's name
+  taken out of score_models' messages ("features of model 'm'" ->
+  "features", "hscore (model 'm')" -> "hscore")."""
+  try:
+    value = fn()
+  except ValueError as e:
+    msg = str(e).replace("features of model 'm'", "features")
+    return "error", msg.replace(" (model 'm')", "")
+  return "score", value
+
+
+def _via_score_models(metric, x, y):
+  spec = registry.REGISTRY[metric]
+  if spec.inputs == "features":
+    return sfda_jax.score_models({"m": x}, y, metrics=(metric,))[metric]["m"]
+  # Source metrics: the model's features only need the right structure.
+  n = np.shape(y)[0] if np.ndim(y) else 0
+  return sfda_jax.score_models(
+      {"m": np.zeros((n, 1), np.float32)}, y, metrics=(metric,),
+      source_probs_by_model={"m": _to_probs(x)})[metric]["m"]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("metric", ONE_PATH_METRICS)
+def test_single_call_and_score_models_agree(metric, case):
+  make, _ = CASES[case]
+  x, y = make(*_base())
+  single = _outcome(lambda: score(metric, x, y))
+  p = _to_probs(x)
+  if registry.REGISTRY[metric].inputs != "features" and (
+      np.ndim(p) != 2 or np.shape(p)[0] != np.shape(y)[0] or len(y) == 0):
+    pytest.skip("score_models checks the shapes of every model's source "
+                "probabilities against the labels before any cell (an "
+                "all-cells error with its own message)")
+  batched = _outcome(lambda: _via_score_models(metric, x, y))
+  assert single[0] == batched[0], (single, batched)
+  if single[0] == "error":
+    assert single[1] == batched[1]
+  else:
+    assert batched[1] == pytest.approx(single[1], rel=1e-5, abs=1e-7)

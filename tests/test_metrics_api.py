@@ -9,7 +9,7 @@ import pytest
 from sfda_jax.baselines import numpy_reference as reference
 import sfda_jax
 from sfda_jax import metrics
-from sfda_jax.metrics import _sfda
+from sfda_jax.metrics import _runner
 from conftest import make_features
 
 FEATURE_METRICS = ["sfda", "logme", "nleep", "hscore", "regularized_hscore",
@@ -59,7 +59,8 @@ def test_bad_input_raises_value_error(data, metric, case):
 def test_bad_input_raises_before_heavy_work(data, monkeypatch):
   def boom(*args, **kwargs):
     raise AssertionError("the jitted kernel ran on invalid input")
-  monkeypatch.setattr(_sfda, "_sfda_jit", boom)
+  # Every wrapper's kernel call goes through the runner's jitted cores.
+  monkeypatch.setattr(_runner, "jitted", lambda *a, **k: boom)
   x, y = data
   with pytest.raises(ValueError):
     sfda_jax.sfda(np.where(x > 1, np.nan, x), y)
@@ -338,9 +339,14 @@ def test_float32_large_pair_count_and_tiny_gbc_stay_accurate():
   assert sfda_jax.gbc(x.astype(np.float32), y) == pytest.approx(want, rel=1e-3)
 
 
-def test_score_models_gbc_uses_the_papers_pca_dim(x64):
+def test_gbc_defaults_to_the_papers_pca_dim_everywhere(x64):
   x, y = make_features(150, 80, 3, seed=5)
   table = sfda_jax.score_models({"a": x}, y, metrics=("gbc",))
-  assert table["gbc"]["a"] == pytest.approx(
-      sfda_jax.gbc(x, y, pca_dim=sfda_jax.ranking.GBC_PCA_DIM), rel=1e-9)
-  assert table["gbc"]["a"] != pytest.approx(sfda_jax.gbc(x, y), rel=1e-6)
+  assert table["gbc"]["a"] == pytest.approx(sfda_jax.gbc(x, y), rel=1e-9)
+  assert sfda_jax.gbc(x, y) == pytest.approx(
+      sfda_jax.gbc(x, y, pca_dim=64), rel=1e-12)
+  assert sfda_jax.gbc(x, y) != pytest.approx(
+      sfda_jax.gbc(x, y, pca_dim=None), rel=1e-6)
+  # D <= 64: nothing is reduced.
+  assert sfda_jax.gbc(x[:, :40], y) == pytest.approx(
+      sfda_jax.gbc(x[:, :40], y, pca_dim=None), rel=1e-12)

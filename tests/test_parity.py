@@ -40,11 +40,13 @@ def test_feature_metric_parity(x64, metric, n, d, k):
 
 @pytest.mark.parametrize("n,d,k", CASES)
 @pytest.mark.parametrize("kwargs", [
-    {}, {"gaussian_type": "spherical"}, {"pca_dim": 6}],
-    ids=["diagonal", "spherical", "pca6"])
+    {"pca_dim": None}, {"gaussian_type": "spherical", "pca_dim": None},
+    {"pca_dim": 6}, {}],
+    ids=["diagonal", "spherical", "pca6", "default-pca64"])
 def test_gbc_parity(x64, n, d, k, kwargs):
   x, y = make_features(n, d, k, seed=3 * n + d)
-  _close(sfda_jax.gbc(x, y, **kwargs), reference.gbc(x, y, **kwargs))
+  ref_kwargs = {"pca_dim": 64, **kwargs}      # the library default is 64
+  _close(sfda_jax.gbc(x, y, **kwargs), reference.gbc(x, y, **ref_kwargs))
 
 
 @pytest.mark.parametrize("n,d", [(300, 16), (40, 64)], ids=["N>D", "N<D"])

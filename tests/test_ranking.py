@@ -1,6 +1,8 @@
 """Agreement helpers: weighted Kendall tau (scipy), Kendall, Pearson, rel@k;
 score_models recording failed (metric, model) cells."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import scipy.stats
 
 import sfda_jax
 from sfda_jax import ranking
+from sfda_jax.metrics import registry
 
 ACC = {"a": 90.0, "b": 80.0, "c": 70.0, "d": 60.0}
 
@@ -119,13 +122,13 @@ def test_non_finite_cell_in_a_batched_group_fails_only_that_cell(
   feats["marked"] = feats["noise"].copy()
   feats["marked"][0, 0] = 1000.0   # the patched core returns NaN for it
   real = sfda_jax.score_models(feats, y, metrics=("hscore",))["hscore"]
-  spec = ranking._BATCHED["hscore"]
+  spec = registry.REGISTRY["hscore"]
 
   def nan_for_marked(x, *args, **kw):
     return jnp.where(x[0, 0] == 1000.0, jnp.nan, spec.core(x, *args, **kw))
 
-  monkeypatch.setitem(ranking._BATCHED, "hscore",
-                      ranking._Spec(nan_for_marked, spec.prepare, True))
+  monkeypatch.setitem(registry.REGISTRY, "hscore",
+                      dataclasses.replace(spec, core=nan_for_marked))
   # Compiled batched functions are cached per metric name: drop the real
   # hscore one now and the patched one after the test.
   ranking._batched_fn.cache_clear()

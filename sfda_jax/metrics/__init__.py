@@ -17,12 +17,16 @@ from sfda_jax.metrics._sfda import (SFDAState, confmix, sfda, sfda_core,
                                    sfda_fit, sfda_fit_core, sfda_predict_proba,
                                    sfda_transform)
 from sfda_jax.metrics._transrate import transrate, transrate_core
+from sfda_jax.metrics import registry
+from sfda_jax.metrics.registry import (ALL_METRICS, FEATURE_METRICS, REGISTRY,
+                                       SOURCE_METRICS, MetricSpec)
 
 __all__ = [
-    "SFDAState", "confmix", "gbc", "gbc_core", "hscore", "hscore_core", "leep",
+    "ALL_METRICS", "FEATURE_METRICS", "MetricSpec", "REGISTRY",
+    "SOURCE_METRICS", "SFDAState", "confmix", "gbc", "gbc_core", "hscore", "hscore_core", "leep",
     "leep_core", "logme", "logme_core", "nce", "nce_core", "nleep",
     "nleep_core", "parc", "parc_core", "regularized_hscore",
-    "regularized_hscore_core", "sfda", "sfda_core", "sfda_fit",
+    "regularized_hscore_core", "registry", "sfda", "sfda_core", "sfda_fit",
     "sfda_fit_core", "sfda_predict_proba", "sfda_transform", "transrate",
     "transrate_core",
 ]

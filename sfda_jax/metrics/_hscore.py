@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sfda_jax.metrics import _validation
+from sfda_jax.metrics import _runner
+from sfda_jax.metrics import _spec
 from sfda_jax.metrics import stats
 
 _EPS64 = float(np.finfo(np.float64).eps)
@@ -111,10 +112,6 @@ def regularized_hscore_core(x: jax.Array, labels: jax.Array, num_classes: int
   return regularized_hscore_from_stats(cov, a, means, counts / n)
 
 
-_hscore_jit = jax.jit(hscore_core, static_argnames="num_classes")
-_reg_hscore_jit = jax.jit(regularized_hscore_core, static_argnames="num_classes")
-
-
 def hscore(features: Any, labels: Any) -> float:
   """H-score (higher is better).
 
@@ -130,8 +127,7 @@ def hscore(features: Any, labels: Any) -> float:
     >>> sfda_jax.hscore(x, y) > sfda_jax.hscore(x, rng.permutation(y))
     True
   """
-  return _validation.score_classification(_hscore_jit, "hscore", features,
-                                          labels, scale_invariant=True)
+  return _runner.score(SPECS[0], features, labels)
 
 
 def regularized_hscore(features: Any, labels: Any) -> float:
@@ -141,6 +137,17 @@ def regularized_hscore(features: Any, labels: Any) -> float:
     features: ``[N, D]``.
     labels: ``[N]`` class ids (any; remapped).
   """
-  return _validation.score_classification(
-      _reg_hscore_jit, "regularized_hscore", features, labels,
-      scale_invariant=True)
+  return _runner.score(SPECS[1], features, labels)
+
+
+SPECS = (
+    _spec.MetricSpec(
+        name="hscore", order=30, fn=hscore, inputs="features",
+        core=hscore_core, prepare=_spec.codes, scale_invariant=True,
+        streaming="hscore"),
+    _spec.MetricSpec(
+        name="regularized_hscore", order=40, fn=regularized_hscore,
+        inputs="features", core=regularized_hscore_core,
+        prepare=_spec.codes, scale_invariant=True,
+        streaming="regularized_hscore"),
+)

@@ -18,6 +18,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from sfda_jax.metrics import _runner
+from sfda_jax.metrics import _spec
 from sfda_jax.metrics import _validation
 from sfda_jax.metrics import stats
 
@@ -54,7 +56,6 @@ def nce_core(source_labels: jax.Array, labels: jax.Array, num_classes: int,
   return jnp.sum(jnp.where(joint > 0, joint * jnp.log(jnp.where(joint > 0, ratio, 1.0)), 0.0))
 
 
-_leep_jit = jax.jit(leep_core, static_argnames="num_classes")
 _nce_jit = jax.jit(nce_core, static_argnames=("num_classes",
                                               "num_source_classes", "dtype"))
 
@@ -74,12 +75,7 @@ def leep(source_probs: Any, labels: Any) -> float:
     >>> abs(score) < 1e-6   # log(1) = 0, the maximum, up to float32 rounding
     True
   """
-  enc = _validation.encode_labels(labels)
-  theta = _validation.check_source_probs(source_probs, enc.codes.shape[0])
-  return _validation.check_finite_score(
-      _leep_jit(theta, _validation.place_like_samples(enc.codes, theta),
-                num_classes=enc.num_classes),
-      "leep")
+  return _runner.score(LEEP_SPEC, source_probs, labels)
 
 
 def nce(source_labels: Any, labels: Any) -> float:
@@ -96,12 +92,21 @@ def nce(source_labels: Any, labels: Any) -> float:
     >>> abs(sfda_jax.nce(y + 100, y)) < 1e-6   # -H(Y | Z) = 0: Z determines Y
     True
   """
-  enc = _validation.encode_labels(labels)
-  src = _validation.encode_labels(source_labels, enc.codes.shape[0],
-                                  name="source_labels", min_per_class=1,
-                                  min_classes=1)
-  dtype = _validation.compute_dtype(float)
-  return _validation.check_finite_score(
-      _nce_jit(jnp.asarray(src.codes), jnp.asarray(enc.codes),
-               num_classes=enc.num_classes,
-               num_source_classes=src.num_classes, dtype=dtype), "nce")
+  return _runner.score(NCE_SPEC, source_labels, labels)
+
+
+def _nce_compute(src, enc):
+  """NCE of encoded source labels ``src`` against encoded targets ``enc``."""
+  return _nce_jit(jnp.asarray(src.codes), jnp.asarray(enc.codes),
+                  num_classes=enc.num_classes,
+                  num_source_classes=src.num_classes,
+                  dtype=_validation.compute_dtype(float))
+
+
+LEEP_SPEC = _spec.MetricSpec(
+    name="leep", order=80, fn=leep, inputs="source_probs", core=leep_core,
+    prepare=_spec.codes)
+NCE_SPEC = _spec.MetricSpec(
+    name="nce", order=90, fn=nce, inputs="source_labels", core=nce_core,
+    compute=_nce_compute)
+SPECS = (LEEP_SPEC, NCE_SPEC)

@@ -37,17 +37,20 @@ log-determinant omits the ``D - k`` zero singular values.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
+from sfda_jax.metrics import _runner
+from sfda_jax.metrics import _spec
 from sfda_jax.metrics import _validation
 from sfda_jax.metrics import stats
 
-__all__ = ["logme", "logme_core", "logme_from_stats"]
+__all__ = ["Diagnostics", "logme", "logme_core", "logme_from_stats"]
 
 _MAX_ITERS = 11
 _EPS = 1e-5
@@ -146,19 +149,26 @@ def _evidence(sigma, mask, x2, res_x2, n, d):
 
   one = jnp.ones((), sigma.dtype)
   init = (0, one, one, jnp.zeros((), sigma.dtype), jnp.zeros((), bool))
-  return lax.while_loop(cond, step, init)[3]
+  it, _, _, ev, done = lax.while_loop(cond, step, init)
+  return ev, it, done
 
 
-def logme_core(f: jax.Array, targets: jax.Array) -> jax.Array:
+def logme_core(f: jax.Array, targets: jax.Array,
+               return_diagnostics: bool = False) -> jax.Array:
   """LogME on validated inputs (pure, jittable, vmappable over ``f``).
 
   Args:
     f: features ``[N, D]``.
     targets: ``[N, T]`` target columns (one-hot classes or regression targets).
+    return_diagnostics: (static) also return the fixed point's iterations
+      (the most over the ``T`` columns) and whether every column converged.
 
   Returns:
-    Mean evidence over the ``T`` columns (scalar).
+    Mean evidence over the ``T`` columns (scalar); with
+    ``return_diagnostics``, ``(score, iterations, converged)``.
   """
+  chex.assert_rank([f, targets], 2)
+  chex.assert_equal_shape_prefix([f, targets], 1)
   n, d = f.shape
   targets = targets.astype(f.dtype)
   center = f.mean(axis=0)
@@ -169,18 +179,20 @@ def logme_core(f: jax.Array, targets: jax.Array) -> jax.Array:
     fs = fc / scale
     return logme_from_stats(center, stats.gram(fs), fs.sum(axis=0),
                             stats.matmul(fs.T, targets), targets.sum(axis=0),
-                            jnp.sum(targets * targets, axis=0), n, scale)
+                            jnp.sum(targets * targets, axis=0), n, scale,
+                            return_diagnostics=return_diagnostics)
   eps = float(jnp.finfo(f.dtype).eps)
   u_c, s_c, _ = stats.svd(fc)
   sigma, x2, res_x2, mask = stats.precise(
       functools.partial(_spectrum_rows, eps=eps), u_c, s_c,
       stats.matmul(fc, center), jnp.sum(center * center), targets)
-  return _mean_evidence(sigma, mask, x2, res_x2, n, d)
+  return _mean_evidence(sigma, mask, x2, res_x2, n, d, return_diagnostics)
 
 
 def logme_from_stats(center: jax.Array, gram_c: jax.Array, csum: jax.Array,
                      ft_t_c: jax.Array, tsum: jax.Array, t_sq: jax.Array,
-                     n: int, scale: jax.Array | None = None) -> jax.Array:
+                     n: int, scale: jax.Array | None = None,
+                     return_diagnostics: bool = False) -> jax.Array:
   """LogME from sufficient statistics centred at ``center`` (pure, jittable).
 
   Shared by :func:`logme_core` (``N > D``) and ``sfda_jax.streaming.logme``.
@@ -198,9 +210,11 @@ def logme_from_stats(center: jax.Array, gram_c: jax.Array, csum: jax.Array,
     t_sq: ``|t|^2`` per target column, ``[T]`` (class counts for one-hot).
     n: ``N`` (static).
     scale: per-column scale ``[D]`` of the statistics (default: ones).
+    return_diagnostics: as :func:`logme_core`.
 
   Returns:
-    Mean evidence over the ``T`` columns (scalar).
+    Mean evidence over the ``T`` columns (scalar), or ``(score, iterations,
+    converged)``.
   """
   d = gram_c.shape[0]
   eps = float(jnp.finfo(gram_c.dtype).eps)
@@ -209,21 +223,37 @@ def logme_from_stats(center: jax.Array, gram_c: jax.Array, csum: jax.Array,
   sigma, x2, res_x2, mask = stats.precise(
       functools.partial(_spectrum_cols, n=float(n), rank=min(n, d), eps=eps),
       gram_c, csum, center, ft_t_c, tsum, t_sq, scale)
-  return _mean_evidence(sigma, mask, x2, res_x2, n, d)
+  return _mean_evidence(sigma, mask, x2, res_x2, n, d, return_diagnostics)
 
 
-def _mean_evidence(sigma, mask, x2, res_x2, n, d):
-  ev = jax.vmap(_evidence, in_axes=(None, None, 1, 0, None, None))(
+def _mean_evidence(sigma, mask, x2, res_x2, n, d, return_diagnostics=False):
+  ev, its, done = jax.vmap(_evidence, in_axes=(None, None, 1, 0, None, None))(
       sigma, mask, x2, res_x2, n, d)
+  if return_diagnostics:
+    return ev.mean(), jnp.max(its), jnp.all(done)
   return ev.mean()
 
 
-@jax.jit
-def _logme_jit(f, targets):
-  return logme_core(f, targets)
+_logme_jit = jax.jit(logme_core, static_argnames="return_diagnostics")
+
+#: The fixed point's iteration cap (the reference's).
+MAX_ITERATIONS = _MAX_ITERS
 
 
-def logme(features: Any, labels: Any, regression: bool = False) -> float:
+class Diagnostics(NamedTuple):
+  """How an iterative solver ended.
+
+  Attributes:
+    iterations: iterations used (LogME: the most over the target columns).
+    converged: whether it stopped on its tolerance rather than its cap
+      (LogME: every target column did).
+  """
+  iterations: int
+  converged: bool
+
+
+def logme(features: Any, labels: Any, regression: bool = False,
+          return_diagnostics: bool = False):
   """LogME transferability score (higher is better).
 
   Args:
@@ -231,9 +261,12 @@ def logme(features: Any, labels: Any, regression: bool = False) -> float:
     labels: ``[N]`` class ids (classification), or with ``regression=True``
       float targets ``[N]`` or ``[N, T]`` (one evidence per column).
     regression: treat ``labels`` as real-valued targets.
+    return_diagnostics: also return a :class:`Diagnostics` of the fixed
+      point (iterations used, at most 11; whether every column converged).
 
   Returns:
-    The mean per-sample log evidence, averaged over target columns.
+    The mean per-sample log evidence, averaged over target columns; with
+    ``return_diagnostics``, ``(score, Diagnostics(iterations, converged))``.
 
   Example:
     >>> import numpy as np, sfda_jax
@@ -243,21 +276,36 @@ def logme(features: Any, labels: Any, regression: bool = False) -> float:
     >>> sfda_jax.logme(good, y) > sfda_jax.logme(good, rng.permutation(y))
     True
   """
+  if not regression and not return_diagnostics:
+    return _runner.score(SPEC, features, labels)
   x = _validation.check_features(features)
-  if regression:
-    t = labels if isinstance(labels, jax.Array) else np.asarray(labels)
-    t = _validation.check_features(t.reshape(-1, 1) if t.ndim == 1 else t,
-                                   name="regression targets")
-    if t.shape[0] != x.shape[0]:
-      raise ValueError(f"length mismatch: features have {x.shape[0]} rows but "
-                       f"targets have {t.shape[0]}.")
-    x = _validation.check_feature_values(x, "logme", scale_invariant=False)
-    t = t.astype(x.dtype)
-    if not isinstance(labels, jax.Array):
-      t = _validation.place_like_samples(t, x)
-  else:
+  if not regression:
     enc = _validation.encode_labels(labels, x.shape[0])
     x = _validation.check_feature_values(x, "logme", scale_invariant=False)
     t = stats.one_hot(_validation.place_like_samples(enc.codes, x),
                       enc.num_classes, x.dtype)
-  return _validation.check_finite_score(_logme_jit(x, t), "logme")
+    return _with_diagnostics(x, t)
+  t = labels if isinstance(labels, jax.Array) else np.asarray(labels)
+  t = _validation.check_features(t.reshape(-1, 1) if t.ndim == 1 else t,
+                                 name="regression targets")
+  if t.shape[0] != x.shape[0]:
+    raise ValueError(f"length mismatch: features have {x.shape[0]} rows but "
+                     f"targets have {t.shape[0]}.")
+  x = _validation.check_feature_values(x, "logme", scale_invariant=False)
+  t = t.astype(x.dtype)
+  if not isinstance(labels, jax.Array):
+    t = _validation.place_like_samples(t, x)
+  if return_diagnostics:
+    return _with_diagnostics(x, t)
+  return _runner.finish(SPEC, _logme_jit(x, t))
+
+
+def _with_diagnostics(x, t):
+  score, its, done = _logme_jit(x, t, return_diagnostics=True)
+  return _runner.finish(SPEC, score), Diagnostics(
+      int(_validation.fetch(its)), bool(_validation.fetch(done)))
+
+
+SPEC = _spec.MetricSpec(
+    name="logme", order=10, fn=logme, inputs="features", core=logme_core,
+    prepare=_spec.one_hot, streaming="logme")

@@ -32,6 +32,8 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
+from sfda_jax.metrics import _runner
+from sfda_jax.metrics import _spec
 from sfda_jax.metrics import _validation
 from sfda_jax.metrics import _leep as leep_lib
 from sfda_jax.metrics import stats
@@ -203,24 +205,40 @@ def nleep(features: Any, labels: Any, seed: int = 0,
     variance: fraction of variance the PCA keeps (0.8 in the protocol).
     components_per_class: mixture components per target class (5).
   """
+  return _runner.score(SPEC, features, labels, seed=seed, variance=variance,
+                       components_per_class=components_per_class)
+
+
+def _check_options(seed, variance, components_per_class):
+  del seed, components_per_class
   if not 0.0 < variance <= 1.0:
     raise ValueError(f"variance must be in (0, 1], got {variance}.")
-  x = _validation.check_features(features)
-  enc = _validation.encode_labels(labels, x.shape[0])
-  x = _validation.check_feature_values(x, "nleep", scale_invariant=False)
+
+
+def _check_input(x, enc, components_per_class, **_):
   num_components = components_per_class * enc.num_classes
   if num_components > x.shape[0]:
     raise ValueError(
         f"nleep fits {components_per_class} x {enc.num_classes} = "
         f"{num_components} mixture components but there are only "
         f"{x.shape[0]} samples.")
+
+
+def _compute(x, enc, seed, variance, components_per_class):
   xc, w, basis = _pca_spectrum(x)                 # data-parallel if sharded
   k = pca_num_components(_validation.fetch(w), variance)
   z = _validation.gather_if_sharded(stats.matmul(xc, basis[:, :k]))
   codes = jax.device_put(enc.codes, next(iter(z.sharding.device_set))) if (
       len(z.sharding.device_set) == 1) else _validation.place_like_samples(
           enc.codes, z)
-  return _validation.check_finite_score(
-      _nleep_jit(jax.random.PRNGKey(seed), z, codes,
-                 num_classes=enc.num_classes,
-                 components_per_class=components_per_class), "nleep")
+  return _nleep_jit(jax.random.PRNGKey(seed), z, codes,
+                    num_classes=enc.num_classes,
+                    components_per_class=components_per_class)
+
+
+SPEC = _spec.MetricSpec(
+    name="nleep", order=20, fn=nleep, inputs="features", core=None,
+    compute=_compute, check_options=_check_options, check_input=_check_input,
+    placement="gather",
+    defaults={"seed": 0, "variance": 0.8, "components_per_class": 5},
+    seeded_option="seed")

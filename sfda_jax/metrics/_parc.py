@@ -29,6 +29,8 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
+from sfda_jax.metrics import _runner
+from sfda_jax.metrics import _spec
 from sfda_jax.metrics import _validation
 from sfda_jax.metrics import stats
 
@@ -59,12 +61,7 @@ def _average_ranks(v: jax.Array) -> jax.Array:
 
 def _reduce(x: jax.Array, pca_dim: int) -> jax.Array:
   """Centred features projected on their top ``pca_dim`` principal axes."""
-  n, d = x.shape
-  xc = stats.center(x)
-  if d > pca_dim:
-    _, basis = stats.principal_basis(stats.gram(xc) / n)
-    xc = stats.matmul(xc, basis[:, :pca_dim])
-  return xc
+  return stats.project_principal(stats.center(x), pca_dim)
 
 
 def parc_core(x: jax.Array, labels: jax.Array, num_classes: int,
@@ -102,7 +99,6 @@ def _pairwise(xc: jax.Array, labels: jax.Array) -> jax.Array:
                                    * jnp.sqrt(jnp.sum(b * b)))
 
 
-_parc_jit = jax.jit(parc_core, static_argnames=("num_classes", "pca_dim"))
 _reduce_jit = jax.jit(_reduce, static_argnames="pca_dim")
 _pairwise_jit = jax.jit(_pairwise)
 
@@ -145,27 +141,47 @@ def parc(features: Any, labels: Any, pca_dim: int = 32,
     >>> sfda_jax.parc(x, y) > sfda_jax.parc(x, rng.permutation(y))
     True
   """
+  return _runner.score(SPEC, features, labels, pca_dim=pca_dim,
+                       max_samples=max_samples, seed=seed)
+
+
+def _check_options(pca_dim, max_samples, seed):
+  del seed
   if not isinstance(pca_dim, int) or pca_dim < 1:
     raise ValueError(f"pca_dim must be a positive int, got {pca_dim!r}.")
   if max_samples < 4:
     raise ValueError(f"max_samples must be >= 4, got {max_samples}.")
-  x = _validation.check_features(features)
+
+
+def _check_input(x, enc, **_):
+  del enc
   if x.shape[1] < 2:
     raise ValueError(
         f"parc needs at least 2 feature dimensions, got {x.shape[1]}: its "
         "feature dissimilarity is 1 - the correlation between two samples' "
         "feature vectors, undefined for 1-D features.")
-  enc = _validation.encode_labels(labels, x.shape[0])
-  x = _validation.check_feature_values(x, "parc", scale_invariant=True)
-  keep = stratified_subsample(enc.codes, max_samples, seed)
-  codes = enc.codes[keep]
-  if keep.shape[0] != x.shape[0]:
-    x = x[jnp.asarray(keep)]
-  if len(x.sharding.device_set) > 1:
-    # Data-parallel PCA, then the global pairwise step on one device.
-    z = _validation.gather_if_sharded(_reduce_jit(x, pca_dim=pca_dim))
-    score = _pairwise_jit(z, jnp.asarray(codes))
-  else:
-    score = _parc_jit(x, jnp.asarray(codes), num_classes=enc.num_classes,
-                      pca_dim=pca_dim)
-  return _validation.check_finite_score(score, "parc")
+
+
+def _prepare(enc, pca_dim, max_samples, seed):
+  rows = stratified_subsample(enc.codes, max_samples, seed)
+  return _spec.Prepared(rows, (enc.codes[rows],),
+                        {"num_classes": enc.num_classes, "pca_dim": pca_dim},
+                        (True,))
+
+
+def _compute(x, enc, **options):
+  if len(x.sharding.device_set) <= 1:
+    return _runner.call_core(SPEC, x, enc, **options)
+  # Data-parallel PCA, then the global pairwise step on one device.
+  p = _prepare(enc, **options)
+  if p.rows.shape[0] != x.shape[0]:
+    x = x[jnp.asarray(p.rows)]
+  z = _validation.gather_if_sharded(_reduce_jit(x, pca_dim=options["pca_dim"]))
+  return _pairwise_jit(z, jnp.asarray(p.args[0]))
+
+
+SPEC = _spec.MetricSpec(
+    name="parc", order=70, fn=parc, inputs="features", core=parc_core,
+    prepare=_prepare, compute=_compute, check_options=_check_options,
+    check_input=_check_input, scale_invariant=True, placement="gather",
+    defaults={"pca_dim": 32, "max_samples": DEFAULT_MAX_SAMPLES, "seed": 0})

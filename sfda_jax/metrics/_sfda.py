@@ -28,6 +28,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from sfda_jax.metrics import _runner
+from sfda_jax.metrics import _spec
 from sfda_jax.metrics import _validation
 from sfda_jax.metrics import stats
 
@@ -207,7 +209,6 @@ def sfda_core(x: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
   return jnp.mean(true_class_probability(second, mixed, labels))
 
 
-_sfda_jit = jax.jit(sfda_core, static_argnames="num_classes")
 _fit_jit = jax.jit(sfda_fit_core, static_argnames=("num_classes", "eigen"))
 
 
@@ -229,10 +230,7 @@ def sfda(features: Any, labels: Any) -> float:
     >>> 0.5 < sfda_jax.sfda(x, y) <= 1.0
     True
   """
-  return _validation.score_classification(
-      _sfda_jit, "sfda", features, labels,
-      hint="The within-class scatter may be numerically singular; try "
-      "jax.config.update('jax_enable_x64', True).")
+  return _runner.score(SPEC, features, labels)
 
 
 def sfda_fit(features: Any, labels: Any,
@@ -291,3 +289,10 @@ def _check_dim(state: SFDAState, x: jax.Array) -> None:
   if x.shape[1] != state.means.shape[1]:
     raise ValueError(f"features have {x.shape[1]} dims but the model was "
                      f"fitted on {state.means.shape[1]}.")
+
+
+SPEC = _spec.MetricSpec(
+    name="sfda", order=0, fn=sfda, inputs="features", core=sfda_core,
+    prepare=_spec.codes, streaming="sfda",
+    hint="The within-class scatter may be numerically singular; try "
+    "jax.config.update('jax_enable_x64', True).")

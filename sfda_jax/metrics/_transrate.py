@@ -22,7 +22,8 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-from sfda_jax.metrics import _validation
+from sfda_jax.metrics import _runner
+from sfda_jax.metrics import _spec
 from sfda_jax.metrics import stats
 
 __all__ = ["transrate", "transrate_core", "class_index_table",
@@ -90,9 +91,6 @@ def transrate_core(x: jax.Array, index: jax.Array, valid: jax.Array,
   return total - jnp.mean(lax.map(per_class, (index, valid)))
 
 
-_transrate_jit = jax.jit(transrate_core, static_argnames="eps")
-
-
 def transrate(features: Any, labels: Any, eps: float = 1e-4) -> float:
   """TransRate (higher is better).
 
@@ -109,12 +107,21 @@ def transrate(features: Any, labels: Any, eps: float = 1e-4) -> float:
     >>> sfda_jax.transrate(x, y) > sfda_jax.transrate(x, rng.permutation(y))
     True
   """
+  return _runner.score(SPEC, features, labels, eps=eps)
+
+
+def _check_options(eps):
   if not eps > 0:
     raise ValueError(f"eps must be > 0, got {eps}.")
-  x = _validation.check_features(features)
-  enc = _validation.encode_labels(labels, x.shape[0])
-  x = _validation.check_feature_values(x, "transrate", scale_invariant=False)
+
+
+def _prepare(enc, eps):
   index, valid = class_index_table(enc.codes, enc.num_classes)
-  return _validation.check_finite_score(
-      _transrate_jit(x, jnp.asarray(index), jnp.asarray(valid),
-                     eps=float(eps)), "transrate")
+  return _spec.Prepared(None, (index, valid), {"eps": float(eps)},
+                        (False, False))
+
+
+SPEC = _spec.MetricSpec(
+    name="transrate", order=60, fn=transrate, inputs="features",
+    core=transrate_core, prepare=_prepare, check_options=_check_options,
+    defaults={"eps": 1e-4}, streaming="transrate")

@@ -14,13 +14,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# Placement helpers, re-exported for the metric modules that use them here.
+from sfda_jax.metrics.placement import gather_if_sharded, place_like_samples  # noqa: F401
+
 
 @dataclasses.dataclass(frozen=True)
 class EncodedLabels:
   """Labels remapped to ``0..K-1`` in sorted order of the original ids."""
   codes: np.ndarray      # [N] int32
   classes: np.ndarray    # [K] original ids, sorted
-  counts: np.ndarray     # [K] samples per class
 
   @property
   def num_classes(self) -> int:
@@ -104,7 +106,7 @@ def encode_labels(labels: Any, num_samples: int | None = None,
                                      return_counts=True)
   check_class_counts(classes, counts, name, min_per_class, min_classes)
   return EncodedLabels(codes=codes.astype(np.int32).reshape(-1),
-                       classes=classes, counts=counts)
+                       classes=classes)
 
 
 def label_array(labels: Any, num_samples: int | None = None,
@@ -291,48 +293,6 @@ def check_feature_values(x: jax.Array, metric: str,
   scale = feature_value_scale(feature_value_summary(x), x.dtype, x.shape[1],
                               metric, scale_invariant)
   return x if scale == 1.0 else x * jnp.asarray(scale, x.dtype)
-
-
-def place_like_samples(values: Any, x: jax.Array) -> jax.Array:
-  """``values`` (``[N, ...]``, e.g. label codes) as a device array laid out
-  like ``x``'s sample axis.
-
-  When ``x`` is sharded over samples by a ``NamedSharding``, ``values`` gets
-  the same partitioning of its first axis (the rest replicated), so a jitted
-  kernel sees both sharded alike and stays data-parallel; otherwise it is a
-  plain ``jnp.asarray``.
-  """
-  sharding = getattr(x, "sharding", None)
-  if (isinstance(sharding, jax.sharding.NamedSharding)
-      and len(sharding.spec) > 0 and sharding.spec[0] is not None):
-    arr = np.asarray(values)
-    spec = jax.sharding.PartitionSpec(sharding.spec[0],
-                                      *([None] * (arr.ndim - 1)))
-    return jax.device_put(arr, jax.sharding.NamedSharding(sharding.mesh, spec))
-  return jnp.asarray(values)
-
-
-def gather_if_sharded(x: jax.Array) -> jax.Array:
-  """``x`` on one device when it is spread over several.
-
-  For the metrics whose algorithm is inherently global (NLEEP's mixture fit,
-  PARC's ``N x N`` comparison), run after their data-parallel reduction step.
-  In a single process the array moves device to device onto the lowest-id
-  device holding a shard (never through the host); with several processes
-  (``jax.distributed``) it is replicated over its mesh instead, so every
-  process computes the same global step.
-  """
-  sharding = getattr(x, "sharding", None)
-  if sharding is None or len(sharding.device_set) <= 1:
-    return x
-  if jax.process_count() == 1:
-    return jax.device_put(x, min(sharding.device_set, key=lambda d: d.id))
-  if not isinstance(sharding, jax.sharding.NamedSharding):
-    raise ValueError("multi-process input must be sharded with a "
-                     "jax.sharding.NamedSharding.")
-  replicated = jax.sharding.NamedSharding(sharding.mesh,
-                                          jax.sharding.PartitionSpec())
-  return jax.jit(lambda a: a, out_shardings=replicated)(x)
 
 
 def check_finite_score(value: jax.Array, metric: str, hint: str = "") -> float:

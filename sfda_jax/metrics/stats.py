@@ -36,7 +36,6 @@ __all__ = [
     "gram",
     "matmul_upper_triangular",
     "one_hot",
-    "class_counts",
     "class_means",
     "ClassMoments",
     "class_moments",
@@ -183,11 +182,6 @@ def matmul_upper_triangular(x: jax.Array, u: jax.Array) -> jax.Array:
 def one_hot(labels: jax.Array, num_classes: int, dtype) -> jax.Array:
   """One-hot encoding ``[N] -> [N, K]`` of integer codes in ``[0, K)``."""
   return jax.nn.one_hot(labels, num_classes, dtype=dtype)
-
-
-def class_counts(labels: jax.Array, num_classes: int, dtype) -> jax.Array:
-  """Number of samples per class, ``[K]``, as ``dtype``."""
-  return one_hot(labels, num_classes, dtype).sum(axis=0)
 
 
 def class_means(x: jax.Array, labels: jax.Array, num_classes: int
@@ -396,6 +390,16 @@ def principal_basis(cov: jax.Array) -> tuple[jax.Array, jax.Array]:
     ``(eigenvalues [D] descending, eigenvectors [D, D] as columns)``.
   """
   return precise(_principal_basis, cov)
+
+
+def project_principal(xc: jax.Array, dim: int | None) -> jax.Array:
+  """Centred features ``xc [N, D]`` on their top ``dim`` principal axes
+  (:func:`principal_basis` of ``xc^T xc / N``), ``[N, min(dim, D)]``;
+  unchanged when ``dim`` is ``None`` or ``>= D``. GBC's and PARC's PCA."""
+  if dim is None or dim >= xc.shape[1]:
+    return xc
+  _, basis = principal_basis(gram(xc) / xc.shape[0])
+  return matmul(xc, basis[:, :dim])
 
 
 def _principal_basis(ops, cov):

@@ -1,0 +1,114 @@
+"""The one validate -> prepare -> jit -> finite-check path of every score.
+
+``score(spec, inputs, labels, **options)`` is what each public wrapper
+(``sfda_jax.hscore(...)``, ...) runs; ``sfda_jax.score_models`` runs the same
+steps cell by cell (:func:`check_cell`, :func:`compute`, :func:`finish`), so
+one input gets one score or one error message through either entry.
+
+  1. options: the spec's defaults updated with the caller's, checked;
+  2. inputs: structure and finite values (``check_features`` /
+     ``check_source_probs`` / source labels), labels encoded to codes;
+  3. the metric's own input check (``spec.check_input``), then the value
+     range (constant features, magnitudes; scale-invariant metrics rescale);
+  4. labels prepared as the core takes them (``spec.prepare``), the jitted
+     core called (or ``spec.compute`` for a multi-step metric);
+  5. a non-finite score raises ValueError instead of being returned.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from sfda_jax.metrics import _validation
+from sfda_jax.metrics._spec import MetricSpec
+
+__all__ = ["score", "check_cell", "compute", "call_core", "finish", "jitted"]
+
+
+@functools.lru_cache(maxsize=None)
+def jitted(core, static_names: tuple[str, ...]):
+  """``jax.jit(core)`` with ``static_names`` static, compiled once per core."""
+  return jax.jit(core, static_argnames=static_names)
+
+
+def prepared_args(prepared, x: jax.Array) -> list[jax.Array]:
+  """``prepared.args`` as device arrays, the per-sample ones laid out like
+  ``x``'s sample axis (see ``_validation.place_like_samples``)."""
+  return [_validation.place_like_samples(a, x) if per_sample
+          else jnp.asarray(a)
+          for a, per_sample in zip(prepared.args, prepared.per_sample)]
+
+
+def call_core(spec: MetricSpec, x: jax.Array, enc, **options) -> jax.Array:
+  """``spec.core`` on validated ``x`` and the prepared labels (jitted)."""
+  p = spec.prepare(enc, **options)
+  if p.rows is not None and p.rows.shape[0] != x.shape[0]:
+    x = x[jnp.asarray(p.rows)]
+  fn = jitted(spec.core, tuple(sorted(p.static)))
+  return fn(x, *prepared_args(p, x), **p.static)
+
+
+def compute(spec: MetricSpec, x: Any, enc, **options) -> jax.Array:
+  """The score (a device scalar) of validated inputs."""
+  if spec.compute is not None:
+    return spec.compute(x, enc, **options)
+  return call_core(spec, x, enc, **options)
+
+
+def check_cell(spec: MetricSpec, x: jax.Array, enc, summary, options,
+               model: str | None = None) -> float:
+  """The per-metric checks of validated features ``x``: ``spec.check_input``
+  then the value range from ``summary`` (``feature_value_summary(x)``).
+
+  Returns:
+    The power of two to multiply ``x`` by (see ``feature_value_scale``).
+  """
+  label = spec.name if model is None else f"{spec.name} (model {model!r})"
+  if spec.check_input is not None:
+    spec.check_input(x, enc, **options)
+  return _validation.feature_value_scale(summary, x.dtype, x.shape[1], label,
+                                         spec.scale_invariant)
+
+
+def finish(spec: MetricSpec, value: jax.Array, model: str | None = None
+           ) -> float:
+  """The score as a finite float, or ValueError."""
+  label = spec.name if model is None else f"{spec.name} (model {model!r})"
+  return _validation.check_finite_score(value, label, spec.hint)
+
+
+def validate_source(spec: MetricSpec, inputs: Any, enc):
+  """Source probabilities ``[N, Z]`` or encoded source labels ``[N]``."""
+  n = enc.codes.shape[0]
+  if spec.inputs == "source_probs":
+    return _validation.check_source_probs(inputs, n)
+  return _validation.encode_labels(inputs, n, name="source_labels",
+                                   min_per_class=1, min_classes=1)
+
+
+def score(spec: MetricSpec, inputs: Any, labels: Any, **given: Any) -> float:
+  """Validates, prepares, runs and checks one metric: the public wrappers.
+
+  Args:
+    spec: the metric's declaration.
+    inputs: features ``[N, D]``, source probabilities ``[N, Z]`` or source
+      labels ``[N]`` (``spec.inputs``).
+    labels: ``[N]`` target class ids (any; remapped).
+    **given: options (``spec.defaults`` fills the rest).
+  """
+  options = spec.options(**given)
+  if spec.inputs != "features":
+    enc = _validation.encode_labels(labels)
+    return finish(spec, compute(spec, validate_source(spec, inputs, enc), enc,
+                                **options))
+  x = _validation.check_features(inputs)
+  enc = _validation.encode_labels(labels, x.shape[0])
+  scale = check_cell(spec, x, enc, _validation.feature_value_summary(x),
+                     options)
+  if scale != 1.0:
+    x = x * jnp.asarray(scale, x.dtype)
+  return finish(spec, compute(spec, x, enc, **options))
