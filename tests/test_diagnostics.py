@@ -56,3 +56,30 @@ class CoreJitTest(chex.TestCase, parameterized.TestCase):
     got = float(core(x, *args))
     want = spec.fn(_X.astype(np.float32), _Y)
     assert got == pytest.approx(want, rel=1e-4, abs=1e-6)
+
+
+def test_nleep_reports_convergence():
+  from sfda_jax.metrics import _nleep
+  x, y = make_features(200, 8, 3, seed=1, separation=4.0)
+  score, diag = sfda_jax.nleep(x, y, seed=0, return_diagnostics=True)
+  assert score == sfda_jax.nleep(x, y, seed=0)
+  assert isinstance(diag, _nleep.Diagnostics)
+  assert diag.kmeans_converged and 1 <= diag.kmeans_iterations < 300
+  assert diag.em_converged and 1 <= diag.em_iterations < 100
+
+
+def test_nleep_reports_the_em_cap():
+  import jax
+  from sfda_jax.metrics import _nleep
+  x, _ = make_features(200, 8, 3, seed=1, separation=4.0)
+  z = jnp.asarray(x - x.mean(axis=0), jnp.float32)
+  fit = jax.jit(_nleep.gmm_posteriors,
+                static_argnames=("num_components", "max_iter", "tol",
+                                 "return_diagnostics"))
+  theta, diag = fit(jax.random.PRNGKey(0), z, num_components=15, max_iter=1,
+                    tol=1e-12, return_diagnostics=True)
+  assert theta.shape == (200, 15)
+  assert int(diag.em_iterations) == 1 and not bool(diag.em_converged)
+  _, diag = fit(jax.random.PRNGKey(0), z, num_components=15, max_iter=100,
+                tol=1e-3, return_diagnostics=True)
+  assert 1 < int(diag.em_iterations) < 100 and bool(diag.em_converged)

@@ -25,7 +25,7 @@ and global (see :func:`_validation.gather_if_sharded`).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +38,8 @@ from sfda_jax.metrics import _validation
 from sfda_jax.metrics import _leep as leep_lib
 from sfda_jax.metrics import stats
 
-__all__ = ["nleep", "nleep_core", "pca_num_components", "gmm_posteriors"]
+__all__ = ["Diagnostics", "nleep", "nleep_core", "pca_num_components",
+           "gmm_posteriors"]
 
 # Size of one lax.map batch of [N, d] blocks. Batching more components than
 # memory needs buys nothing on CPU (each is already a large GEMM).
@@ -60,7 +61,12 @@ def _sq_dists(x, x_sq, centers):
 
 
 def _kmeans(key, x, num_clusters, max_iter=300, tol=1e-4):
-  """k-means++ (greedy) seeding + Lloyd; returns cluster labels ``[N]``."""
+  """k-means++ (greedy) seeding + Lloyd.
+
+  Returns:
+    ``(labels [N], iterations, converged)``: Lloyd steps used and whether the
+    centre shift fell below the tolerance before ``max_iter``.
+  """
   n, d = x.shape
   x_sq = jnp.sum(x * x, axis=1)
   trials = 2 + int(math.log(num_clusters))
@@ -100,9 +106,9 @@ def _kmeans(key, x, num_clusters, max_iter=300, tol=1e-4):
     it, _, shift = carry
     return (it < max_iter) & (shift > tol_abs)
 
-  _, centers, _ = lax.while_loop(
+  its, centers, shift = lax.while_loop(
       lloyd_cond, lloyd_body, (0, centers, jnp.asarray(jnp.inf, x.dtype)))
-  return assign(centers)
+  return assign(centers), its, shift <= tol_abs
 
 
 def _batch_size(n, d, c, itemsize):
@@ -146,15 +152,33 @@ def _e_step(x, weights, means, precs):
   return norm.mean(), weighted - norm[:, None]
 
 
+class Diagnostics(NamedTuple):
+  """How NLEEP's two iterative solvers ended (arrays inside jit, Python
+  scalars from :func:`nleep`).
+
+  Attributes:
+    kmeans_iterations: Lloyd steps of the k-means initialisation (cap 300).
+    kmeans_converged: the centre shift fell below its tolerance.
+    em_iterations: EM steps (cap ``max_iter``, 100 by default).
+    em_converged: the mean log-likelihood changed by less than ``tol``.
+  """
+  kmeans_iterations: Any
+  kmeans_converged: Any
+  em_iterations: Any
+  em_converged: Any
+
+
 def gmm_posteriors(key: jax.Array, x: jax.Array, num_components: int,
                    max_iter: int = 100, tol: float = 1e-3,
-                   reg_covar: float = 1e-6) -> jax.Array:
+                   reg_covar: float = 1e-6, return_diagnostics: bool = False):
   """Posterior responsibilities ``[N, C]`` of a full-covariance GMM fitted by EM.
 
   Mirrors ``sklearn.mixture.GaussianMixture(covariance_type='full')`` with
   ``init_params='kmeans'`` (pure, jittable; ``num_components`` static).
+  With ``return_diagnostics`` (static), returns ``(responsibilities,
+  Diagnostics)``.
   """
-  labels = _kmeans(key, x, num_components)
+  labels, km_its, km_done = _kmeans(key, x, num_components)
   resp = stats.one_hot(labels, num_components, x.dtype)
   params = _m_step(x, resp, reg_covar)
 
@@ -169,8 +193,10 @@ def gmm_posteriors(key: jax.Array, x: jax.Array, num_components: int,
     return (it < max_iter) & ~done
 
   init = (0, params, jnp.asarray(-jnp.inf, x.dtype), jnp.zeros((), bool))
-  _, params, _, _ = lax.while_loop(cond, body, init)
+  em_its, params, _, em_done = lax.while_loop(cond, body, init)
   _, log_resp = _e_step(x, *params)
+  if return_diagnostics:
+    return jnp.exp(log_resp), Diagnostics(km_its, km_done, em_its, em_done)
   return jnp.exp(log_resp)
 
 
@@ -182,18 +208,27 @@ def _pca_spectrum(x):
 
 
 def nleep_core(key: jax.Array, z: jax.Array, labels: jax.Array,
-               num_classes: int, components_per_class: int = 5) -> jax.Array:
-  """NLEEP on already PCA-reduced features ``z [N, d]`` (pure, jittable)."""
-  theta = gmm_posteriors(key, z, components_per_class * num_classes)
-  return leep_lib.leep_core(theta, labels, num_classes)
+               num_classes: int, components_per_class: int = 5,
+               return_diagnostics: bool = False):
+  """NLEEP on already PCA-reduced features ``z [N, d]`` (pure, jittable).
+
+  With ``return_diagnostics`` (static): ``(score, Diagnostics)``.
+  """
+  out = gmm_posteriors(key, z, components_per_class * num_classes,
+                       return_diagnostics=return_diagnostics)
+  theta, diag = out if return_diagnostics else (out, None)
+  score = leep_lib.leep_core(theta, labels, num_classes)
+  return (score, diag) if return_diagnostics else score
 
 
 _nleep_jit = jax.jit(nleep_core,
-                     static_argnames=("num_classes", "components_per_class"))
+                     static_argnames=("num_classes", "components_per_class",
+                                      "return_diagnostics"))
 
 
 def nleep(features: Any, labels: Any, seed: int = 0,
-          variance: float = 0.8, components_per_class: int = 5) -> float:
+          variance: float = 0.8, components_per_class: int = 5,
+          return_diagnostics: bool = False):
   """NLEEP score (higher is better; at most 0).
 
   Args:
@@ -204,9 +239,28 @@ def nleep(features: Any, labels: Any, seed: int = 0,
       scores on the same backend).
     variance: fraction of variance the PCA keeps (0.8 in the protocol).
     components_per_class: mixture components per target class (5).
+    return_diagnostics: also return a :class:`Diagnostics` (iterations and
+      convergence of the k-means initialisation and of EM).
+
+  Returns:
+    The score; with ``return_diagnostics``, ``(score, Diagnostics)``.
   """
-  return _runner.score(SPEC, features, labels, seed=seed, variance=variance,
-                       components_per_class=components_per_class)
+  options = dict(seed=seed, variance=variance,
+                 components_per_class=components_per_class)
+  if not return_diagnostics:
+    return _runner.score(SPEC, features, labels, **options)
+  options = SPEC.options(**options)
+  x = _validation.check_features(features)
+  enc = _validation.encode_labels(labels, x.shape[0])
+  scale = _runner.check_cell(SPEC, x, enc,
+                             _validation.feature_value_summary(x), options)
+  if scale != 1.0:
+    x = x * jnp.asarray(scale, x.dtype)
+  score, diag = _compute(x, enc, diagnostics=True, **options)
+  host = _validation.fetch
+  return _runner.finish(SPEC, score), Diagnostics(
+      int(host(diag.kmeans_iterations)), bool(host(diag.kmeans_converged)),
+      int(host(diag.em_iterations)), bool(host(diag.em_converged)))
 
 
 def _check_options(seed, variance, components_per_class):
@@ -224,7 +278,7 @@ def _check_input(x, enc, components_per_class, **_):
         f"{x.shape[0]} samples.")
 
 
-def _compute(x, enc, seed, variance, components_per_class):
+def _compute(x, enc, seed, variance, components_per_class, diagnostics=False):
   xc, w, basis = _pca_spectrum(x)                 # data-parallel if sharded
   k = pca_num_components(_validation.fetch(w), variance)
   z = _validation.gather_if_sharded(stats.matmul(xc, basis[:, :k]))
@@ -233,7 +287,8 @@ def _compute(x, enc, seed, variance, components_per_class):
           enc.codes, z)
   return _nleep_jit(jax.random.PRNGKey(seed), z, codes,
                     num_classes=enc.num_classes,
-                    components_per_class=components_per_class)
+                    components_per_class=components_per_class,
+                    return_diagnostics=diagnostics)
 
 
 SPEC = _spec.MetricSpec(
