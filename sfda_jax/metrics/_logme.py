@@ -278,13 +278,13 @@ def logme(features: Any, labels: Any, regression: bool = False,
   """
   if not regression and not return_diagnostics:
     return _runner.score(SPEC, features, labels)
-  x = _validation.check_features(features)
   if not regression:
-    enc = _validation.encode_labels(labels, x.shape[0])
-    x = _validation.check_feature_values(x, "logme", scale_invariant=False)
+    x, enc = _runner.validated_features(SPEC, features, labels,
+                                        SPEC.options())
     t = stats.one_hot(_validation.place_like_samples(enc.codes, x),
                       enc.num_classes, x.dtype)
     return _with_diagnostics(x, t)
+  x = _validation.check_features(features)
   t = labels if isinstance(labels, jax.Array) else np.asarray(labels)
   t = _validation.check_features(t.reshape(-1, 1) if t.ndim == 1 else t,
                                  name="regression targets")

@@ -250,12 +250,7 @@ def nleep(features: Any, labels: Any, seed: int = 0,
   if not return_diagnostics:
     return _runner.score(SPEC, features, labels, **options)
   options = SPEC.options(**options)
-  x = _validation.check_features(features)
-  enc = _validation.encode_labels(labels, x.shape[0])
-  scale = _runner.check_cell(SPEC, x, enc,
-                             _validation.feature_value_summary(x), options)
-  if scale != 1.0:
-    x = x * jnp.asarray(scale, x.dtype)
+  x, enc = _runner.validated_features(SPEC, features, labels, options)
   score, diag = _compute(x, enc, diagnostics=True, **options)
   host = _validation.fetch
   return _runner.finish(SPEC, score), Diagnostics(

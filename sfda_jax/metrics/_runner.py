@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from sfda_jax.metrics import _validation
 from sfda_jax.metrics._spec import MetricSpec
 
-__all__ = ["score", "check_cell", "compute", "call_core", "finish", "jitted"]
+__all__ = ["score", "validated_features", "check_cell", "compute", "call_core", "finish", "jitted"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -105,10 +105,20 @@ def score(spec: MetricSpec, inputs: Any, labels: Any, **given: Any) -> float:
     enc = _validation.encode_labels(labels)
     return finish(spec, compute(spec, validate_source(spec, inputs, enc), enc,
                                 **options))
+  x, enc = validated_features(spec, inputs, labels, options)
+  return finish(spec, compute(spec, x, enc, **options))
+
+
+def validated_features(spec: MetricSpec, inputs: Any, labels: Any,
+                       options: dict) -> tuple[jax.Array, Any]:
+  """Steps 2-3 for a feature metric: ``(x, encoded labels)``, ``x``
+  rescaled by a power of two where the metric is scale invariant and the
+  values are out of range. For wrappers that run their own step 4 (e.g. to
+  return solver diagnostics)."""
   x = _validation.check_features(inputs)
   enc = _validation.encode_labels(labels, x.shape[0])
   scale = check_cell(spec, x, enc, _validation.feature_value_summary(x),
                      options)
   if scale != 1.0:
     x = x * jnp.asarray(scale, x.dtype)
-  return finish(spec, compute(spec, x, enc, **options))
+  return x, enc
