@@ -60,9 +60,10 @@ EXTRAS["all"] = sorted({*EXTRAS["pipeline"], *EXTRAS["hf"], *EXTRAS["zoo"],
                         *EXTRAS["plot"]})
 # scikit-learn: reference implementations (NLEEP's published protocol,
 # Ledoit-Wolf) and real test data (digits, sample photos). The suite runs
-# the whole pipeline, so it needs every runtime extra.
+# the whole pipeline, so it needs every runtime extra. filelock: JAX's
+# persistent compilation cache (tests/conftest.py) needs it for a size cap.
 EXTRAS["test"] = sorted({*EXTRAS["all"], "pytest>=8", "pytest-xdist>=3.5",
-                         "scikit-learn>=1.5"})
+                         "scikit-learn>=1.5", "filelock>=3"})
 
 setup(
     name="sfda_jax",

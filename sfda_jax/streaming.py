@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
+from sfda_jax import checks
 from sfda_jax.metrics.streaming import (MakeChunks, chunks_from_npy, gbc,
                                         hscore, logme, regularized_hscore,
                                         sfda, transrate)
@@ -43,9 +42,7 @@ def chunks_from_extraction(backbone: Any, dataset: Any,
   Returns:
     A callable returning a fresh iterator of ``(features [n, D], labels [n])``.
   """
-  if isinstance(batch_size, bool) or not isinstance(
-      batch_size, (int, np.integer)) or batch_size < 1:
-    raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+  checks.positive_int(batch_size, "batch_size")
   from sfda_jax import features  # pylint: disable=g-import-not-at-top
 
   def make_chunks():

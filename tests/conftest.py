@@ -1,15 +1,38 @@
-"""Shared fixtures: a scoped float64 switch and synthetic labelled features."""
+"""Shared fixtures: a scoped float64 switch and synthetic labelled features.
+
+Also turns on JAX's persistent compilation cache for the test run (and, via
+the environment, for the entry points the tests start as subprocesses): the
+suite compiles the same few hundred kernels on every run, and on this 2-core
+machine compilation is most of the fast subset's time. The cache lives in
+``<repo>/.jax_cache`` (git-ignored); ``SFDA_JAX_TEST_CACHE=off`` disables
+it, ``SFDA_JAX_TEST_CACHE=<dir>`` moves it. Cache keys cover the program,
+the jax/jaxlib version, the backend and the XLA flags, so a stale entry is
+never reused; a cold cache only costs time (BUILD_NOTES.md "Tests" has both
+timings).
+"""
 
 import contextlib
 import fcntl
 import os
 import sys
 
-import jax
-import numpy as np
-import pytest
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(TESTS_DIR)
 
-sys.path.insert(0, os.path.dirname(__file__))   # `from conftest import ...`
+_CACHE = os.environ.get("SFDA_JAX_TEST_CACHE",
+                        os.path.join(REPO_ROOT, ".jax_cache"))
+if _CACHE != "off":
+  # Before jax is imported, so this process and its subprocesses agree.
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+sys.path.insert(0, TESTS_DIR)   # `from conftest import ...` in every subfolder
 
 FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -93,29 +116,26 @@ def run_entry_point(args, cwd, timeout=300):
                         capture_output=True, text=True, timeout=timeout)
 
 
-#: Tests of other modules that each take > ~15 s of CPU here (measured with
-#: --durations on 2026-12-01), marked ``slow`` by node id so their files stay
-#: untouched. They still run in the full suite (.ci/run).
-_SLOW_NODE_IDS = frozenset({
-    "test_metrics_api.py::test_jit_vmap_and_eager_agree",
-    "test_metrics_api.py::test_score_models_matches_single_calls",
-    "test_metrics_api.py::test_float32_preserves_ranking_and_error_is_small[nleep]",
-    "test_metrics_api.py::test_float32_large_pair_count_and_tiny_gbc_stay_accurate",
-    "test_metrics_api.py::test_separable_features_beat_shuffled_labels_and_noise[nleep]",
-    "test_metrics_api.py::test_nleep_matches_sklearn_within_seed_spread",
-    "test_ranking.py::test_record_mode_fails_only_the_constant_model",
-    "test_determinism.py::test_stochastic_metrics_take_an_explicit_seed[nleep]",
-    "test_streaming.py::test_chunking_edge_cases[one_chunk]",
-    "test_streaming.py::test_chunking_edge_cases[rows_of_one]",
-    "test_streaming.py::test_parity_n_equals_d_and_num_classes",
-    "test_streaming.py::test_chunks_from_npy",
-    "test_streaming.py::test_chunks_from_extraction",
-    "test_data.py::test_tfds_mock[cifar10-10]",
-})
+def fast_subset(params, fast_ids):
+  """Marks every ``pytest.param`` of an exhaustive grid whose id is not in
+  ``fast_ids`` slow.
+
+  The edit-test loop (``-m "not slow"``) runs one representative case per
+  behaviour; ``.ci/run`` runs the whole grid. Parity and property claims are
+  made by the whole grid, so the fast subset is a smoke test, not a proof.
+  """
+  unknown = set(fast_ids) - {p.id for p in params}
+  assert not unknown, f"fast ids not in the grid: {sorted(unknown)}"
+  return [p if p.id in fast_ids else
+          pytest.param(*p.values, id=p.id, marks=(*p.marks, pytest.mark.slow))
+          for p in params]
 
 
-def pytest_collection_modifyitems(config, items):
-  del config
-  for item in items:
-    if item.nodeid.split("/")[-1] in _SLOW_NODE_IDS:
-      item.add_marker(pytest.mark.slow)
+def slow_for(values, slow):
+  """``values`` as ``pytest.param``s (id ``str(value)``), those in ``slow``
+  marked slow: a parametrized test keeps its cheap cases in the fast loop."""
+  unknown = set(slow) - set(values)
+  assert not unknown, f"slow values not in the list: {sorted(unknown)}"
+  return [pytest.param(v, id=str(v),
+                       marks=pytest.mark.slow if v in slow else ())
+          for v in values]

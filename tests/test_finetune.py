@@ -11,9 +11,8 @@ import pytest
 
 from sfda_jax import finetune
 from sfda_jax.backbones.base import Backbone, Preprocessing
-from conftest import run_entry_point
+from conftest import REPO_ROOT, run_entry_point
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRE = Preprocessing(image_size=4, resize_size=4, mean=(0.5,) * 3,
                     std=(0.5,) * 3)
 
@@ -103,7 +102,7 @@ def test_finetune_entry_point_on_a_folder_records_its_split(tmp_path):
        "--image_size=32", "--steps=5", f"--dataset={folder}",
        "--num_examples=0", "--test_examples=0", "--test_fraction=0.25",
        "--seed=1", f"--cache_dir={tmp_path / 'cache'}", f"--output={out}"],
-      cwd=ROOT)
+      cwd=REPO_ROOT)
   assert proc.returncode == 0, proc.stderr[-3000:]
   payload = json.loads(out.read_text())
   accs = payload["accuracies"][str(folder)]
@@ -138,7 +137,7 @@ def test_finetune_refuses_a_test_set_of_training_images(tmp_path):
     proc = run_entry_point(
         ["experiments.finetune", "--models=efficientnet_lite0",
          f"--dataset={folder}", "--num_examples=0", "--test_examples=0",
-         f"--output={out}", *extra], cwd=ROOT)
+         f"--output={out}", *extra], cwd=REPO_ROOT)
     assert proc.returncode != 0
     assert (f"error: train and test splits overlap: {count} test images are "
             "training images") in proc.stderr, proc.stderr[-3000:]
@@ -146,7 +145,7 @@ def test_finetune_refuses_a_test_set_of_training_images(tmp_path):
   # A bad @suffix is refused before any data is read (it was ignored).
   proc = run_entry_point(
       ["experiments.finetune", "--models=efficientnet_lite0@rnd",
-       f"--dataset={folder}", f"--output={out}"], cwd=ROOT)
+       f"--dataset={folder}", f"--output={out}"], cwd=REPO_ROOT)
   assert proc.returncode != 0 and not out.exists()
   assert proc.stderr.strip().splitlines()[-1] == (
       "error: unknown model suffix @rnd in 'efficientnet_lite0@rnd'; use "

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO_ROOT
+
 _HEAVY = ("flax", "tensorflow", "tensorflow_datasets", "transformers", "PIL",
           "matplotlib", "optax", "torch")
 
@@ -14,8 +15,8 @@ _HEAVY = ("flax", "tensorflow", "tensorflow_datasets", "transformers", "PIL",
 def _loaded_after(statement, names):
   code = (f"import sys\n{statement}\n"
           f"print(','.join(n for n in {tuple(names)!r} if n in sys.modules))")
-  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT,
-                        env=dict(os.environ, PYTHONPATH=ROOT),
+  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT,
+                        env=dict(os.environ, PYTHONPATH=REPO_ROOT),
                         capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   return proc.stdout.strip()

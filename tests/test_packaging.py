@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO_ROOT
 
 
 @pytest.mark.slow
@@ -16,8 +16,8 @@ def test_wheel_carries_ground_truth_and_no_experiments(tmp_path):
   # Build from a copy: setuptools writes build/ and *.egg-info next to
   # setup.py.
   import shutil
-  shutil.copytree(ROOT, build, ignore=shutil.ignore_patterns(
-      ".git", "build", "*.egg-info", "__pycache__", "outputs", "dist"))
+  shutil.copytree(REPO_ROOT, build, ignore=shutil.ignore_patterns(
+      ".git", "build", "*.egg-info", "__pycache__", "outputs", "dist", ".jax_cache"))
   proc = subprocess.run(
       [sys.executable, "-m", "pip", "wheel", "--no-deps",
        "--no-build-isolation", "-w", str(tmp_path / "dist"), str(build)],

@@ -68,6 +68,7 @@ def _zoo():
              "wide": rng.normal(size=(60, 5)) + 2 * np.eye(5)[y % 5]}
 
 
+@pytest.mark.slow
 def test_record_mode_fails_only_the_constant_model():
   y, feats = _zoo()
   metrics = ("sfda", "logme", "hscore", "nleep")

@@ -3,7 +3,7 @@
 This is how one would run the published SFDA / LogME code on an accelerator
 without sfda_jax: the same algorithms, step for step, as tensor operations on
 whatever device torch sees. It is what ``experiments.benchmark`` times
-sfda_jax against, and ``tests/test_torch_reference.py`` checks it against the
+sfda_jax against, and ``tests/baselines/test_torch_reference.py`` checks it against the
 float64 NumPy reference (``numpy_reference``) to ~1e-8 relative.
 
 What is ported (formulas exactly as ``numpy_reference`` / METRICS.md):

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from sfda_jax import checks
+from sfda_jax.metrics import sampling
 from sfda_jax.data.preprocessing import Preprocessing
 
 __all__ = ["ArraySource", "DatasetNotPreparedError", "HOLDOUT_PARTS",
@@ -82,22 +83,6 @@ class Source(abc.ABC):
     """
 
 
-def _draw_per_class(inverse: np.ndarray, quotas: np.ndarray,
-                    rng: np.random.Generator) -> np.ndarray:
-  """``quotas[k]`` random indices (without replacement) of each class ``k``.
-
-  ``inverse`` holds each record's class code ``0..K-1``; returns the chosen
-  record indices sorted (int64). The one per-class draw of
-  `stratified_indices` and `stratified_split`.
-  """
-  chosen = [rng.choice(np.flatnonzero(inverse == k), size=int(q),
-                       replace=False)
-            for k, q in enumerate(quotas) if q > 0]
-  if not chosen:
-    return np.zeros((0,), np.int64)
-  return np.sort(np.concatenate(chosen)).astype(np.int64)
-
-
 def stratified_indices(labels: np.ndarray, num_examples: int,
                        seed: int) -> np.ndarray:
   """A class-stratified random subset of record indices.
@@ -116,20 +101,8 @@ def stratified_indices(labels: np.ndarray, num_examples: int,
   Returns:
     ``[n]`` sorted record indices (int64).
   """
-  labels = np.asarray(labels)
-  total = labels.shape[0]
-  _, inverse, counts = np.unique(labels, return_inverse=True,
-                                 return_counts=True)
-  inverse = inverse.reshape(-1)
-  rng = np.random.default_rng(seed)
-  numerators = num_examples * counts.astype(np.int64)
-  quotas = numerators // total
-  remainders = numerators % total
-  leftover = num_examples - int(quotas.sum())
-  ties = rng.random(len(counts))
-  order = np.lexsort((ties, -remainders))
-  quotas[order[:leftover]] += 1
-  return _draw_per_class(inverse, quotas, rng)
+  _, inverse = np.unique(np.asarray(labels), return_inverse=True)
+  return sampling.stratified_indices(inverse.reshape(-1), num_examples, seed)
 
 
 def _check_test_fraction(test_fraction: float | None,
@@ -207,7 +180,7 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int,
   # representation error (0.29 * 50 = 14.499999999999998, not 14.5).
   quotas = np.floor(test_fraction * counts + 0.5 + 1e-9).astype(np.int64)
   quotas = np.clip(quotas, 1, counts - 1)
-  test = _draw_per_class(inverse, quotas, np.random.default_rng(seed))
+  test = sampling.draw_per_class(inverse, quotas, np.random.default_rng(seed))
   train = np.setdiff1d(np.arange(labels.shape[0], dtype=np.int64), test)
   return train, test
 

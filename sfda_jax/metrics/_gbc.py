@@ -29,6 +29,7 @@ from jax import lax
 
 from sfda_jax.metrics import _runner
 from sfda_jax.metrics import _spec
+from sfda_jax.metrics import _validation
 from sfda_jax.metrics import stats
 
 __all__ = ["gbc", "gbc_core", "gbc_from_stats"]
@@ -92,8 +93,7 @@ def check_options(gaussian_type: str, pca_dim: int | None, reg: float) -> None:
   if gaussian_type not in _GAUSSIAN_TYPES:
     raise ValueError(f"gaussian_type must be one of {_GAUSSIAN_TYPES}, got "
                      f"{gaussian_type!r}.")
-  if pca_dim is not None and (not isinstance(pca_dim, int) or pca_dim < 1):
-    raise ValueError(f"pca_dim must be a positive int or None, got {pca_dim!r}.")
+  _validation.positive_int(pca_dim, "pca_dim", none_means="no PCA")
   if not reg > 0:
     raise ValueError(f"reg must be > 0, got {reg}.")
 

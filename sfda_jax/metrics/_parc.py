@@ -32,6 +32,7 @@ import numpy as np
 from sfda_jax.metrics import _runner
 from sfda_jax.metrics import _spec
 from sfda_jax.metrics import _validation
+from sfda_jax.metrics import sampling
 from sfda_jax.metrics import stats
 
 __all__ = ["parc", "parc_core", "stratified_subsample"]
@@ -105,21 +106,17 @@ _pairwise_jit = jax.jit(_pairwise)
 
 def stratified_subsample(codes: np.ndarray, max_samples: int, seed: int
                          ) -> np.ndarray:
-  """Sorted indices of a class-stratified subsample of at most ``max_samples``.
+  """Sorted indices of a class-stratified subsample of ``max_samples``.
 
-  Each class keeps ``round(max_samples * n_k / N)`` samples (at least 2), drawn
-  with ``numpy.random.default_rng(seed)``; deterministic for a seed.
+  All ``N`` samples when ``N <= max_samples``; otherwise the package's one
+  stratified rule (`sfda_jax.metrics.sampling`, largest remainder) with at
+  least 2 samples per class (so each class has a pair; the top-ups can add a
+  few samples beyond ``max_samples``). Deterministic for a seed.
   """
   n = codes.shape[0]
   if n <= max_samples:
     return np.arange(n)
-  rng = np.random.default_rng(seed)
-  counts = np.bincount(codes)
-  take = np.maximum(np.round(max_samples * counts / n).astype(int), 2)
-  take = np.minimum(take, counts)
-  chosen = [rng.choice(np.flatnonzero(codes == k), size=t, replace=False)
-            for k, t in enumerate(take) if t > 0]
-  return np.sort(np.concatenate(chosen))
+  return sampling.stratified_indices(codes, max_samples, seed, minimum=2)
 
 
 def parc(features: Any, labels: Any, pca_dim: int = 32,
@@ -147,8 +144,7 @@ def parc(features: Any, labels: Any, pca_dim: int = 32,
 
 def _check_options(pca_dim, max_samples, seed):
   del seed
-  if not isinstance(pca_dim, int) or pca_dim < 1:
-    raise ValueError(f"pca_dim must be a positive int, got {pca_dim!r}.")
+  _validation.positive_int(pca_dim, "pca_dim")
   if max_samples < 4:
     raise ValueError(f"max_samples must be >= 4, got {max_samples}.")
 

@@ -570,12 +570,8 @@ def transrate(make_chunks: MakeChunks, num_classes: int | None = None,
   """
   if not eps > 0:
     raise ValueError(f"eps must be > 0, got {eps}.")
-  if classes_per_pass is not None and (
-      isinstance(classes_per_pass, bool)
-      or not isinstance(classes_per_pass, (int, np.integer))
-      or classes_per_pass < 1):
-    raise ValueError("classes_per_pass must be a positive int or None, got "
-                     f"{classes_per_pass!r}.")
+  _validation.positive_int(classes_per_pass, "classes_per_pass",
+                           none_means="all classes in one pass")
   stream = _Stream(make_chunks, "transrate", num_classes)
   m = stream.first_pass()
   n, priors, _, cov = _summary(m)
@@ -622,9 +618,7 @@ def chunks_from_npy(features_path: str | os.PathLike,
     ValueError: bad ``chunk_size``, shapes, or a row-count mismatch (checked
       here, before any metric runs). Missing files raise ``FileNotFoundError``.
   """
-  if isinstance(chunk_size, bool) or not isinstance(
-      chunk_size, (int, np.integer)) or chunk_size < 1:
-    raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}.")
+  _validation.positive_int(chunk_size, "chunk_size")
   features_path, labels_path = os.fspath(features_path), os.fspath(labels_path)
   f = np.load(features_path, mmap_mode="r")
   y = np.load(labels_path, mmap_mode="r")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import sfda_jax
-from conftest import make_features
+from conftest import REPO_ROOT, make_features, slow_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 METRICS = ["sfda", "logme", "nleep", "hscore", "regularized_hscore", "gbc",
@@ -21,7 +21,7 @@ METRICS = ["sfda", "logme", "nleep", "hscore", "regularized_hscore", "gbc",
 
 def _run():
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             PYTHONPATH=os.path.dirname(HERE) + os.pathsep
+             PYTHONPATH=REPO_ROOT + os.pathsep
              + os.environ.get("PYTHONPATH", ""))
   env.pop("XLA_FLAGS", None)
   return subprocess.Popen(
@@ -49,7 +49,7 @@ def test_bit_identical_across_processes(runs, metric):
   assert np.isfinite(float.fromhex(first[metric]))
 
 
-@pytest.mark.parametrize("metric", ["nleep", "parc"])
+@pytest.mark.parametrize("metric", slow_for(["nleep", "parc"], {"nleep"}))
 def test_stochastic_metrics_take_an_explicit_seed(metric):
   param = inspect.signature(getattr(sfda_jax, metric)).parameters["seed"]
   assert param.default == 0

@@ -23,7 +23,7 @@ import pytest
 import sfda_jax
 from sfda_jax.baselines import numpy_reference as ref
 
-_DATA = os.path.join(os.path.dirname(__file__), "data")
+_DATA = os.path.join(os.path.dirname(__file__), "regressions")
 RTOL = 0.02
 
 

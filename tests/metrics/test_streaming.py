@@ -13,7 +13,7 @@ import pytest
 import sfda_jax
 from sfda_jax import streaming
 from sfda_jax.backbones.base import Backbone, Preprocessing
-from conftest import make_features
+from conftest import fast_subset, make_features, slow_for
 
 RTOL = 1e-6
 
@@ -62,7 +62,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("n,d,k,chunk", CASES)
+@pytest.mark.parametrize("n,d,k,chunk",
+                         fast_subset(CASES, {"N>D-K5-chunk37"}))
 @pytest.mark.parametrize("metric", list(METRICS))
 def test_parity_with_in_memory_x64(x64, metric, n, d, k, chunk):
   x, y = make_features(n, d, k, seed=n + d + k)
@@ -72,6 +73,7 @@ def test_parity_with_in_memory_x64(x64, metric, n, d, k, chunk):
                              rtol=RTOL, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_parity_n_equals_d_and_num_classes(x64):
   x, y = make_features(40, 40, 4, seed=5)
   mk = chunked(x, y, 9)
@@ -82,8 +84,9 @@ def test_parity_n_equals_d_and_num_classes(x64):
                              sfda_jax.logme(x, y), rtol=RTOL)
 
 
-@pytest.mark.parametrize("layout", ["one_chunk", "rows_of_one",
-                                    "ragged_growing", "classes_arrive_late"])
+@pytest.mark.parametrize("layout", slow_for(
+    ["one_chunk", "rows_of_one", "ragged_growing", "classes_arrive_late"],
+    {"one_chunk", "rows_of_one", "ragged_growing"}))
 def test_chunking_edge_cases(x64, layout):
   x, y = make_features(120, 10, 20, seed=3)
   if layout == "one_chunk":
@@ -177,6 +180,7 @@ def test_one_chunk_alive_at_a_time():
 # ---------------------------------------------------------------- sources
 
 
+@pytest.mark.slow
 def test_chunks_from_npy(x64, tmp_path):
   x, y = make_features(230, 9, 6, seed=6)
   fp, lp = tmp_path / "f.npy", tmp_path / "y.npy"
@@ -210,6 +214,7 @@ def test_chunks_from_npy_errors(tmp_path):
     streaming.chunks_from_npy(tmp_path / "nope.npy", tmp_path / "y.npy", 5)
 
 
+@pytest.mark.slow
 def test_chunks_from_extraction(tmp_path):
   from sfda_jax import data, features
   pre = Preprocessing(image_size=4, resize_size=4, mean=(0.5,) * 3,

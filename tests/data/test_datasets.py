@@ -233,8 +233,9 @@ def test_fashion_mnist_bad_split_and_size(fmnist_dir):
 # ------------------------------------------------------------- mocked TFDS
 
 
-@pytest.mark.parametrize("name,num_classes", [("cifar10", 10),
-                                              ("oxford_flowers102", 102)])
+@pytest.mark.parametrize("name,num_classes", [
+    pytest.param("cifar10", 10, marks=pytest.mark.slow),
+    ("oxford_flowers102", 102)])
 def test_tfds_mock(name, num_classes, tmp_path):
   import tensorflow_datasets as tfds
   prep = Preprocessing(image_size=24, resize_size=28, mean=(0.5, 0.4, 0.3),

@@ -1,4 +1,4 @@
-"""Run twice by tests/test_determinism.py, each time in a fresh process:
+"""Run twice by tests/metrics/test_determinism.py, each time in a fresh process:
 prints every metric's score on fixed inputs as exact float bits (hex)."""
 
 import json
@@ -7,8 +7,9 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _TESTS)                     # conftest
+sys.path.insert(0, os.path.dirname(_TESTS))    # the repository root
 
 import sfda_jax  # noqa: E402
 from conftest import make_features  # noqa: E402

@@ -8,11 +8,10 @@ from absl import flags
 from absl.testing import flagsaver
 import pytest
 
-from conftest import run_entry_point
+from conftest import REPO_ROOT, run_entry_point
 from experiments import benchmark
 from sfda_jax.baselines import torch_reference
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROW_KEYS = {"suite", "name", "impl", "N", "D", "C", "M", "seconds",
             "compile_seconds", "skipped"}
 
@@ -26,7 +25,7 @@ def test_quick_metrics_benchmark_writes_json(tmp_path):
   out = tmp_path / "bench.json"
   proc = run_entry_point(
       ["experiments.benchmark", "--quick", "--suite=metrics",
-       "--metrics=sfda,logme,nleep,leep", f"--output={out}"], ROOT,
+       "--metrics=sfda,logme,nleep,leep", f"--output={out}"], REPO_ROOT,
       timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "x torch" in proc.stdout and "sfda" in proc.stdout
@@ -88,7 +87,7 @@ def test_quick_extract_benchmark_folds_into_json(tmp_path):
   out = tmp_path / "bench.json"
   proc = run_entry_point(
       ["experiments.benchmark", "--quick", "--suite=extract",
-       f"--output={out}"], ROOT, timeout=600)
+       f"--output={out}"], REPO_ROOT, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = json.loads(out.read_text())["results"]
   impls = {r["impl"] for r in rows}
@@ -106,7 +105,7 @@ def test_quick_extract_benchmark_folds_into_json(tmp_path):
 @pytest.mark.slow
 def test_unknown_metric_is_an_error(tmp_path):
   proc = run_entry_point(
-      ["experiments.benchmark", "--quick", "--metrics=nope"], ROOT)
+      ["experiments.benchmark", "--quick", "--metrics=nope"], REPO_ROOT)
   assert proc.returncode != 0
   assert "unknown metric 'nope'" in proc.stderr
 

@@ -21,6 +21,8 @@ from flax.traverse_util import unflatten_dict
 from sfda_jax.backbones import huggingface as hf
 from sfda_jax.backbones.base import Preprocessing
 
+from conftest import slow_for
+
 IMAGENET = dict(mean=hf.IMAGENET_MEAN, std=hf.IMAGENET_STD)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -144,7 +146,8 @@ def _images(seed=0):
   return jax.random.normal(jax.random.PRNGKey(seed), (2, 32, 32, 3))
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", slow_for(
+    list(CASES), set(CASES) - {"resnet", "vit"}))
 def test_family(name, checkpoints, loaded):
   _, model, params = checkpoints[name]
   rule, dim, num_classes = CASES[name][3:]

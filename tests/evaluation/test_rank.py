@@ -13,13 +13,12 @@ import pytest
 import sfda_jax
 from sfda_jax import evaluation
 from sfda_jax import report
-from conftest import run_entry_point
+from conftest import REPO_ROOT, run_entry_point
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_rank(*args):
-  return run_entry_point(["experiments.rank", *args], cwd=ROOT)
+  return run_entry_point(["experiments.rank", *args], cwd=REPO_ROOT)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Run by tests/test_sharding.py in a fresh process with 8 fake CPU devices.
+"""Run by tests/metrics/test_placement.py in a fresh process with 8 fake CPU
+devices.
 
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` must be set before JAX
 initialises, hence a subprocess. Prints one JSON line ``RESULT {...}`` that
@@ -17,8 +18,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 jax.config.update("jax_enable_x64", True)
 
-sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _TESTS)                     # conftest
+sys.path.insert(0, os.path.dirname(_TESTS))    # the repository root
 
 import sfda_jax  # noqa: E402
 from sfda_jax import features as features_lib  # noqa: E402

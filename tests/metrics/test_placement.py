@@ -16,6 +16,8 @@ import sys
 
 import pytest
 
+from conftest import REPO_ROOT
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Every test reads the report of one subprocess with 8 fake CPU devices (see
@@ -32,7 +34,7 @@ def report():
   env = dict(os.environ,
              XLA_FLAGS="--xla_force_host_platform_device_count=8",
              JAX_PLATFORMS="cpu",
-             PYTHONPATH=os.path.dirname(HERE) + os.pathsep
+             PYTHONPATH=REPO_ROOT + os.pathsep
              + os.environ.get("PYTHONPATH", ""))
   proc = subprocess.run([sys.executable, os.path.join(HERE,
                                                       "sharded_check.py")],

@@ -10,7 +10,7 @@ from sfda_jax.baselines import numpy_reference as reference
 import sfda_jax
 from sfda_jax import metrics
 from sfda_jax.metrics import _runner
-from conftest import make_features
+from conftest import make_features, slow_for
 
 FEATURE_METRICS = ["sfda", "logme", "nleep", "hscore", "regularized_hscore",
                    "gbc", "transrate", "parc"]
@@ -124,7 +124,7 @@ def test_inputs_are_not_modified(data, metric):
 # --------------------------------------------------------------------------
 # Properties.
 
-@pytest.mark.parametrize("metric", FEATURE_METRICS)
+@pytest.mark.parametrize("metric", slow_for(FEATURE_METRICS, {"nleep"}))
 def test_separable_features_beat_shuffled_labels_and_noise(metric):
   x, y = make_features(200, 12, 4, seed=5, separation=4.0)
   rng = np.random.default_rng(0)
@@ -185,6 +185,7 @@ def _cores(x, y):
   }
 
 
+@pytest.mark.slow
 def test_jit_vmap_and_eager_agree(x64):
   x, y = make_features(80, 6, 3, seed=2)
   xs = np.stack([x, x * 2.0 + 1.0, np.random.default_rng(0).normal(
@@ -200,6 +201,7 @@ def test_jit_vmap_and_eager_agree(x64):
     np.testing.assert_allclose(vmapped[2], public, rtol=1e-9, err_msg=name)
 
 
+@pytest.mark.slow
 def test_score_models_matches_single_calls(x64):
   x, y = make_features(90, 7, 3, seed=4)
   rng = np.random.default_rng(0)
@@ -285,7 +287,7 @@ def _separability_ladder():
   return sets, y
 
 
-@pytest.mark.parametrize("metric", FEATURE_METRICS)
+@pytest.mark.parametrize("metric", slow_for(FEATURE_METRICS, {"nleep"}))
 def test_float32_preserves_ranking_and_error_is_small(metric):
   sets, y = _separability_ladder()
   f32 = [_metric(metric)(x.astype(np.float32), y) for x in sets]
@@ -309,6 +311,7 @@ def test_float32_preserves_ranking_and_error_is_small(metric):
 # --------------------------------------------------------------------------
 # NLEEP against scikit-learn's PCA + GaussianMixture protocol.
 
+@pytest.mark.slow
 def test_nleep_matches_sklearn_within_seed_spread():
   from sklearn.datasets import load_digits
   digits = load_digits()
@@ -326,6 +329,7 @@ def test_nleep_matches_sklearn_within_seed_spread():
   assert ours.mean() - shuffled > 10 * spread
 
 
+@pytest.mark.slow
 def test_float32_large_pair_count_and_tiny_gbc_stay_accurate():
   """Regressions: PARC's rank products overflowed float32 above ~3500
   samples (scored 0), and GBC lost its value to cancellation against the
