@@ -75,7 +75,8 @@ setup(
     # experiments/ stays in the clone (python -m experiments.rank); the
     # wheel carries the library and its data only.
     packages=find_packages(include=["sfda_jax", "sfda_jax.*"]),
-    package_data={"sfda_jax.evaluation": ["ground_truth/*.json"]},
+    package_data={"sfda_jax.evaluation": ["ground_truth/*.json",
+                                          "data/*.json"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
