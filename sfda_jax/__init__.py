@@ -24,6 +24,8 @@ from sfda_jax.sharding import sample_mesh, shard_samples
 from sfda_jax.ranking import (ALL_METRICS, FEATURE_METRICS, SOURCE_METRICS,
                               ScoreResult, agreement, score_models)
 
+from sfda_jax.uncertainty import ResampleResult, resample_scores
+
 __version__ = "0.1.0"
 
 # The ranking workflow needs the pipeline (TensorFlow, flax, ...): imported
@@ -41,9 +43,10 @@ def __getattr__(name):
 
 __all__ = [
     "ALL_METRICS", "FEATURE_METRICS", "SOURCE_METRICS", "RankConfig",
-    "RankResult", "SFDAState", "ScoreResult",
+    "RankResult", "ResampleResult", "SFDAState", "ScoreResult",
     "agreement", "confmix", "gbc", "hscore", "leep", "logme", "nce", "nleep",
-    "parc", "rank_zoo", "regularized_hscore", "sample_mesh", "score_models",
+    "parc", "rank_zoo", "regularized_hscore", "resample_scores", "sample_mesh",
+    "score_models",
     "sfda", "sfda_fit", "sfda_predict_proba", "sfda_transform", "shard_samples",
     "streaming", "transrate",
 ]
