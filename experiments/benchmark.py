@@ -26,8 +26,14 @@ point by a cost model, or M x its single-model time) exceeds
 Extraction suite: images/s of an offline-zoo backbone in Flax float32 and
 bfloat16 against the PyTorch implementation the weights were published for.
 
+Resample suite: ``sfda_jax.resample_scores`` with ``--resamples=B`` (0.8 N
+each, plus its full-data score) against B x one warm full-data score of the
+same metric, in the same run; the ratio's target is <= 1.2.
+
   python -m experiments.benchmark --suite=metrics
   python -m experiments.benchmark --suite=metrics --quick
+  python -m experiments.benchmark --suite=resample --metrics=sfda,logme \
+      --n=5000 --d=512 --c=50 --resamples=32
   python -m experiments.benchmark --metrics=sfda --n=10000 --d=2048 --c=100 \
       --models_at_once=3 --output=/tmp/bench.json
 
@@ -69,7 +75,8 @@ from sfda_jax.baselines import torch_reference
 from sfda_jax.metrics import registry
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("suite", "metrics", ["metrics", "extract", "all"],
+flags.DEFINE_enum("suite", "metrics", ["metrics", "extract", "resample",
+                                       "all"],
                   "metrics: metric kernels vs the torch and NumPy baselines; "
                   "extract: images/s of Flax vs PyTorch for the same weights.")
 flags.DEFINE_list("extract_models", ["efficientnet_lite0"],
@@ -110,6 +117,7 @@ flags.DEFINE_bool("x64_check", True, "Also run sfda_jax in float64 (M=1) and "
 flags.DEFINE_bool("quick", False, "Small sizes for a smoke run (CI): one "
                   "grid point, M=2, one repeat.")
 flags.DEFINE_integer("seed", 0, "Data seed.")
+flags.DEFINE_integer("resamples", 32, "B of the resample suite.")
 flags.DEFINE_string("output", None, "Write the results as JSON here.")
 
 IMPLS = ("sfda_jax", "torch", "numpy", "roofline")
@@ -142,6 +150,7 @@ class Config:
   extract_models: tuple[str, ...]
   batch_size: int
   extract_batches: int
+  resamples: int = 32
 
 
 def _ints(name: str, values: Sequence[str], minimum: int) -> list[int]:
@@ -185,6 +194,8 @@ def config_from_flags(flag_values=FLAGS) -> Config:
   if bad or not f.impls:
     raise ValueError(f"unknown impl {bad[0] if bad else ''!r}; valid: "
                      f"{list(IMPLS)}")
+  if f.resamples < 2:
+    raise ValueError(f"--resamples must be >= 2, got {f.resamples}.")
   for name in ("repeats", "nleep_repeats", "ref_repeats", "batch_size",
                "extract_batches", "z"):
     if getattr(f, name) < 1:
@@ -216,7 +227,8 @@ def config_from_flags(flag_values=FLAGS) -> Config:
       x64_check=f.x64_check, z=f.z, seed=f.seed,
       extract_models=tuple(f.extract_models),
       batch_size=4 if f.quick else f.batch_size,
-      extract_batches=1 if f.quick else f.extract_batches)
+      extract_batches=1 if f.quick else f.extract_batches,
+      resamples=4 if f.quick else f.resamples)
 
 
 # ---------------------------------------------------------------------------
@@ -771,6 +783,46 @@ def print_extract_table(results: list[dict]) -> None:
 # Entry point
 
 
+# ---------------------------------------------------------------------------
+# Resample suite
+
+
+def run_resample_suite(cfg: Config) -> list[dict]:
+  """``sfda_jax.resample_scores`` (B resamples of 0.8 N, plus the full-data
+  score it also computes) against B x one full-data score, both warm, in
+  the same run. Issue 8's target: ratio <= 1.2."""
+  rows = []
+  metrics = [m for m in cfg.metrics if m in sfda_jax.FEATURE_METRICS]
+  for metric in metrics:
+    for n, d, c in (cfg.nleep_grid if metric == "nleep" else cfg.grid):
+      x, y = make_data(n, d, c, cfg.seed)
+      fn = getattr(sfda_jax, metric)
+      one = time_calls(lambda: fn(x, y), cfg.repeats, warmup=True)
+      res = time_calls(lambda: sfda_jax.resample_scores(
+          {"m": x}, y, metrics=(metric,), resamples=cfg.resamples,
+          seed=cfg.seed), cfg.repeats, warmup=True)
+      ratio = res.seconds / (cfg.resamples * one.seconds)
+      rows.append({"suite": "resample", "name": metric, "impl": "sfda_jax",
+                   "N": n, "D": d, "C": c, "B": cfg.resamples,
+                   "fraction": 0.8, "seconds": res.seconds,
+                   "compile_seconds": res.first_call_seconds - res.seconds,
+                   "one_score_seconds": one.seconds,
+                   "ratio_to_B_scores": ratio})
+      logging.info("resample %s N=%d D=%d C=%d: %.3f s vs B x %.4f s "
+                   "(ratio %.2f)", metric, n, d, c, res.seconds,
+                   one.seconds, ratio)
+  return rows
+
+
+def print_resample_table(results: list[dict]) -> None:
+  print(f"{'metric':<10}{'N':>7}{'D':>6}{'C':>5}{'B':>4}{'one score s':>13}"
+        f"{'resampled s':>13}{'/ (B x one)':>13}")
+  for r in results:
+    print(f"{r['name']:<10}{r['N']:>7}{r['D']:>6}{r['C']:>5}{r['B']:>4}"
+          f"{r['one_score_seconds']:>13.4f}{r['seconds']:>13.3f}"
+          f"{r['ratio_to_B_scores']:>13.2f}")
+
+
 def versions() -> dict[str, object]:
   """:func:`sfda_jax.environment.record` with the baselines' packages."""
   out = environment.record(("flax", "sklearn", "torch"))
@@ -812,6 +864,10 @@ def main(argv):
     extract_rows = run_extract_suite(cfg)
     print_extract_table(extract_rows)
     results += extract_rows
+  if cfg.suite in ("resample", "all"):
+    resample_rows = run_resample_suite(cfg)
+    print_resample_table(resample_rows)
+    results += resample_rows
   write(results, True)
 
 

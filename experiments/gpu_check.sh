@@ -2,7 +2,7 @@
 # GPU check for issue 5: sfda_jax vs the torch baseline, the NumPy/scikit-learn
 # reference and the two-GEMM roofline, at the largest sizes that fit in about
 # 6 minutes on one H100/H200; plus extraction images/s (Flax f32/bf16 vs
-# PyTorch). Installs nothing.
+# PyTorch) and the cost of score resampling. Installs nothing.
 #
 #   experiments/gpu_check.sh [OUTPUT.json]      # default: $OUT or outputs/
 #   GPU_CHECK_QUICK=1 experiments/gpu_check.sh  # tiny sizes (CPU smoke run)
@@ -43,7 +43,8 @@ if [[ "${GPU_CHECK_QUICK:-0}" == "1" ]]; then
   metrics_args=(--quick --metrics=sfda,logme)
   nleep_args=(--quick --metrics=nleep)
   extract_args=(--quick)
-  t_metrics=600; t_nleep=300; t_extract=300
+  resample_args=(--quick --metrics=sfda,logme)
+  t_metrics=600; t_nleep=300; t_extract=300; t_resample=300
 else
   # SFDA / LogME: N=50000, D=2048, C=100 (N=10000 first, so the NumPy
   # reference's time at 50000 is extrapolated and skipped if over budget),
@@ -54,7 +55,10 @@ else
   nleep_args=(--metrics=nleep --nleep_n=5000 --nleep_d=256 --nleep_c=10
               --nleep_repeats=2 --max_reference_seconds=60)
   extract_args=(--batch_size=128 --extract_batches=10)
-  t_metrics=210; t_nleep=70; t_extract=80
+  # Resampling (issue 8): B=32 resamples vs 32 x one score.
+  resample_args=(--metrics=sfda,logme --n=10000 --d=2048 --c=100
+                 --resamples=32 --repeats=2)
+  t_metrics=210; t_nleep=70; t_extract=80; t_resample=60
 fi
 
 failed=()
@@ -74,13 +78,14 @@ run_part() {  # name, timeout seconds, benchmark arguments...
 run_part metrics "${t_metrics}" --suite=metrics "${metrics_args[@]}"
 run_part nleep "${t_nleep}" --suite=metrics "${nleep_args[@]}"
 run_part extract "${t_extract}" --suite=extract "${extract_args[@]}"
+run_part resample "${t_resample}" --suite=resample "${resample_args[@]}"
 
 python3 - "${parts}" "${output}" "${failed[@]+"${failed[@]}"}" <<'PY'
 import json, os, sys
 from sfda_jax import atomic
 parts, output, failed = sys.argv[1], sys.argv[2], sys.argv[3:]
 merged = {"device": None, "versions": None, "parts": {}, "results": []}
-for name in ("metrics", "nleep", "extract"):
+for name in ("metrics", "nleep", "extract", "resample"):
   path = os.path.join(parts, name + ".json")
   if not os.path.exists(path):
     merged["parts"][name] = {"complete": False, "failed": name in failed,

@@ -166,3 +166,21 @@ def test_reference_budget_extrapolates_and_skips():
   assert reason and "max_reference_seconds" in reason
   assert benchmark.ReferenceBudget(0.0).skip_reason(
       "sfda", "numpy", 10 ** 6, 4096, 10, 1) is None
+
+
+def test_resample_suite_measures_the_ratio(parsed_flags):
+  del parsed_flags
+  flags.FLAGS.quick = True
+  flags.FLAGS.metrics = ["sfda"]
+  cfg = benchmark.config_from_flags()
+  assert cfg.resamples == 4
+  (row,) = benchmark.run_resample_suite(cfg)
+  assert row["suite"] == "resample" and row["B"] == 4
+  assert _finite_positive(row["seconds"]) and _finite_positive(
+      row["one_score_seconds"])
+  assert row["ratio_to_B_scores"] == pytest.approx(
+      row["seconds"] / (4 * row["one_score_seconds"]))
+  flags.FLAGS.resamples = 1
+  flags.FLAGS.quick = False
+  with pytest.raises(ValueError, match="--resamples must be >= 2"):
+    benchmark.config_from_flags()
