@@ -46,7 +46,13 @@ flags.DEFINE_string("features_dataset", None, "Dataset part of precomputed "
                     "feature file names (inferred when unambiguous).")
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Backbone compute "
                   "dtype (default: bfloat16 on accelerators, float32 on CPU).")
-flags.DEFINE_integer("seed", 0, "Seed for subsampling and NLEEP.")
+flags.DEFINE_integer("seed", 0, "Seed for subsampling, NLEEP and the "
+                     "resamples.")
+flags.DEFINE_integer("resamples", 8, "Paired resamples (80% of the samples "
+                     "each) for each score's +- std and the P(above next) "
+                     "column; 0: off.")
+flags.DEFINE_bool("priors", True, "Report the data-free priors "
+                  "(imagenet_top1, num_params, lodo) beside the metrics.")
 
 
 def config_from_flags() -> evaluation.RankConfig:
@@ -56,7 +62,7 @@ def config_from_flags() -> evaluation.RankConfig:
       batch_size=FLAGS.batch_size, data_dir=FLAGS.data_dir,
       cache_dir=FLAGS.cache_dir, ground_truth=FLAGS.ground_truth,
       features_dataset=FLAGS.features_dataset, dtype=FLAGS.dtype,
-      seed=FLAGS.seed)
+      seed=FLAGS.seed, resamples=FLAGS.resamples, priors=FLAGS.priors)
 
 
 def main(argv):

@@ -123,6 +123,10 @@ def load_features_dir(directory: str, dataset: str | None = None
   return dataset, models, labels
 
 
+def _format_std(value: float) -> str:
+  return f"+-{value:.2g}"
+
+
 def _format_score(value: float) -> str:
   """6 significant digits; exact zeros without a sign (GBC's -0.0)."""
   return "0" if value == 0 else f"{value:.6g}"
@@ -147,22 +151,38 @@ def _split_cells(scores: Mapping[str, float | None],
 
 def ranking_table(metric: str, scores: Mapping[str, float | None],
                   accuracies: Mapping[str, float] | None = None,
-                  failures: Mapping[str, str] | None = None) -> str:
+                  failures: Mapping[str, str] | None = None,
+                  std: Mapping[str, float] | None = None,
+                  p_above: Mapping[str, Mapping[str, float]] | None = None
+                  ) -> str:
   """One metric's ranking as text: rank, model, score (and accuracy).
 
-  Failed cells (a ``None`` score, or a model in ``failures`` ``{model:
-  reason}``) come last, unranked (rank ``-``), as ``failed: <reason>``.
+  With resampling, ``std`` ``{model: std}`` adds ``+- std`` and ``p_above``
+  ``{a: {b: P(a above b)}}`` adds P(above the next model), marked
+  ``unresolved`` when it is between 0.1 and 0.9. Failed cells (a ``None``
+  score, or a model in ``failures`` ``{model: reason}``) come last,
+  unranked (rank ``-``), as ``failed: <reason>``.
   """
   order, failed = _split_cells(scores, failures)
   width = max(len(m) for m in ["model", *order, *failed]) + 2
   head = f"{metric}\n  {'rank':<6}{'model':<{width}}{'score':>14}"
+  if std is not None:
+    head += f"{'+- std':>12}"
   if accuracies:
     head += f"{'fine-tune acc':>15}"
+  if p_above is not None:
+    head += f"{'P>next':>9}"
   lines = [head]
   for i, m in enumerate(order, 1):
     line = f"  {i:<6}{m:<{width}}{_format_score(scores[m]):>14}"
+    if std is not None:
+      line += (f"{_format_std(std[m]):>12}" if m in std else f"{'-':>12}")
     if accuracies:
       line += f"{accuracies.get(m, float('nan')):>15.4g}"
+    if p_above is not None and i < len(order):
+      p = p_above.get(m, {}).get(order[i])
+      if p is not None:
+        line += f"{p:>9.2f}" + ("  unresolved" if 0.1 <= p <= 0.9 else "")
     lines.append(line)
   for m, reason in failed.items():
     lines.append(f"  {'-':<6}{m:<{width}}failed: {reason}")
@@ -197,19 +217,48 @@ def agreement_by_metric(scores: Mapping[str, Mapping[str, float | None]],
 
 
 def agreement_table(agreement: Mapping[str, Mapping[str, float]],
-                    skipped: Mapping[str, str] | None = None) -> str:
+                    skipped: Mapping[str, str] | None = None,
+                    priors: Mapping[str, Mapping[str, float]] | None = None
+                    ) -> str:
   """Agreement of every metric with the ground truth, as text; metrics in
-  ``skipped`` ``{metric: reason}`` follow as ``skipped: <reason>``."""
+  ``skipped`` ``{metric: reason}`` follow as ``skipped: <reason>``.
+
+  With resampling (``weighted_tau_p5``/``_p95`` in a row) a ``wtau 5-95%``
+  column shows the interval over resamples; with ``priors`` ``{prior:
+  statistics}`` the priors follow as ``prior <name>`` rows and each metric
+  shows its weighted-tau margin over the best prior (``vs prior``).
+  """
   cols = ["weighted_tau", "kendall_tau", "pearson", "rel@1", "rel@3",
           "top1_hit"]
   skipped = dict(skipped or {})
-  width = max(len(m) for m in ["metric", *agreement, *skipped]) + 2
-  lines = [f"{'metric':<{width}}" + "".join(f"{c:>14}" for c in cols)]
+  priors = dict(priors or {})
+  interval = any("weighted_tau_p5" in row for row in agreement.values())
+  margin = any("margin_over_best_prior" in row for row in agreement.values())
+  names = ["metric", *agreement, *skipped, *(f"prior {p}" for p in priors)]
+  width = max(len(m) for m in names) + 2
+  head = f"{'metric':<{width}}" + "".join(f"{c:>14}" for c in cols)
+  if interval:
+    head += f"{'wtau 5-95%':>16}"
+  if margin:
+    head += f"{'vs prior':>10}"
+  lines = [head]
+
+  def row_text(name, row):
+    text = f"{name:<{width}}" + "".join(
+        f"{row.get(c, float('nan')):>14.3f}" for c in cols)
+    if interval:
+      text += (f"{row['weighted_tau_p5']:>9.2f}..{row['weighted_tau_p95']:<5.2f}"
+               if "weighted_tau_p5" in row else f"{'':>16}")
+    if margin and "margin_over_best_prior" in row:
+      text += f"{row['margin_over_best_prior']:>+10.3f}"
+    return text.rstrip()
+
   for metric, row in agreement.items():
-    lines.append(f"{metric:<{width}}" + "".join(
-        f"{row.get(c, float('nan')):>14.3f}" for c in cols))
+    lines.append(row_text(metric, row))
   for metric, reason in skipped.items():
     lines.append(f"{metric:<{width}}skipped: {reason}")
+  for prior, row in priors.items():
+    lines.append(row_text(f"prior {prior}", row))
   return "\n".join(lines)
 
 

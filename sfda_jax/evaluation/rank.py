@@ -27,11 +27,15 @@ from typing import Any, Sequence
 
 from absl import logging
 
+import numpy as np
+
 from sfda_jax import checks
 from sfda_jax import environment
 from sfda_jax import ranking
 from sfda_jax import report
+from sfda_jax import uncertainty
 from sfda_jax.evaluation import ground_truth as ground_truth_lib
+from sfda_jax.evaluation import priors as priors_lib
 
 __all__ = ["ZOOS", "RankConfig", "RankResult", "model_names", "rank_zoo"]
 
@@ -85,7 +89,12 @@ class RankConfig:
       (inferred when unambiguous).
     dtype: backbone compute dtype, ``float32`` / ``bfloat16`` (None: bfloat16
       on accelerators, float32 on CPU).
-    seed: seed of the subset, random controls and NLEEP.
+    seed: seed of the subset, random controls, NLEEP and the resamples.
+    resamples: ``B`` paired resamples of 80% of the samples for score
+      uncertainty (:func:`sfda_jax.resample_scores`); 0: none.
+    priors: also score the data-free priors (ImageNet top-1, parameter
+      count, leave-one-dataset-out where the ground truth has other
+      datasets) and report their agreement beside the metrics'.
   """
   dataset: str = "fashion_mnist"
   models: str | Sequence[str] = "auto"
@@ -99,11 +108,19 @@ class RankConfig:
   features_dataset: str | None = None
   dtype: str | None = None
   seed: int = 0
+  resamples: int = 8
+  priors: bool = True
 
   def validate(self) -> None:
-    """Raises ValueError for an unknown metric or a batch size or subset
-    size that is not a positive int (before any work)."""
+    """Raises ValueError for an unknown metric, a batch size or subset
+    size that is not a positive int, or ``resamples`` that is neither 0 nor
+    >= 2 (before any work)."""
     checks.positive_int(self.batch_size, "batch_size")
+    if self.resamples != 0 and (isinstance(self.resamples, bool) or
+                                not isinstance(self.resamples, int) or
+                                self.resamples < 2):
+      raise ValueError(f"resamples must be 0 (off) or an int >= 2, got "
+                       f"{self.resamples!r}.")
     if self.num_examples != 0:
       checks.positive_int(self.num_examples, "num_examples",
                           none_means="the whole split")
@@ -125,8 +142,13 @@ class RankResult:
     num_scored: cells that scored.
     ground_truth: ``{model: fine-tune accuracy}`` or None.
     ground_truth_file: where it came from.
-    agreement: ``{metric: statistics}`` (:func:`sfda_jax.agreement`).
+    agreement: ``{metric: statistics}`` (:func:`sfda_jax.agreement`; with
+      resampling also ``weighted_tau_mean/_p5/_p95`` over the resamples;
+      with priors ``margin_over_best_prior`` in weighted tau).
     agreement_skipped: ``{metric: reason}`` for metrics without agreement.
+    resampling: :class:`sfda_jax.ResampleResult` or None.
+    priors: :class:`priors.PriorScores` or None.
+    prior_agreement: ``{prior: statistics}``.
     timings: seconds per extraction, for scoring and in total.
     versions: :func:`sfda_jax.environment.record`.
     paths: the files :meth:`write` wrote.
@@ -144,6 +166,10 @@ class RankResult:
   agreement_skipped: dict[str, str]
   timings: dict[str, float]
   versions: dict[str, Any]
+  resampling: uncertainty.ResampleResult | None = None
+  priors: priors_lib.PriorScores | None = None
+  prior_agreement: dict[str, dict[str, float]] = dataclasses.field(
+      default_factory=dict)
   paths: list[str] = dataclasses.field(default_factory=list)
 
   @property
@@ -152,13 +178,25 @@ class RankResult:
 
   def tables(self) -> str:
     """One ranking table per metric, then the agreement table (if any)."""
-    parts = [report.ranking_table(metric, per_model, self.ground_truth,
-                                  self.failures.get(metric)) + "\n"
+    r = self.resampling
+    parts = [report.ranking_table(
+        metric, per_model, self.ground_truth, self.failures.get(metric),
+        std=r.std.get(metric) if r else None,
+        p_above=r.p_above.get(metric) if r else None) + "\n"
              for metric, per_model in self.scores.items()]
+    if r is not None:
+      parts.append(f"(+- std over {r.resamples} paired resamples of "
+                   f"{r.num_samples} of the samples; P>next: the share of "
+                   "resamples ranking a model above the next one; "
+                   "'unresolved' when it is between 0.1 and 0.9)\n")
     if self.agreement or self.agreement_skipped:
       parts.append("agreement with fine-tune accuracy\n"
                    + report.agreement_table(self.agreement,
-                                            self.agreement_skipped) + "\n")
+                                            self.agreement_skipped,
+                                            self.prior_agreement) + "\n")
+    if self.priors is not None and self.priors.omitted:
+      parts.append("priors left out: " + "; ".join(
+          f"{p} ({why})" for p, why in self.priors.omitted.items()) + "\n")
     return "\n".join(parts)
 
   def payload(self) -> dict[str, Any]:
@@ -172,6 +210,11 @@ class RankResult:
         "ground_truth_file": self.ground_truth_file,
         "agreement": self.agreement or None,
         "agreement_skipped": self.agreement_skipped,
+        "resampling": (self.resampling.to_json()
+                       if self.resampling is not None else None),
+        "priors": (None if self.priors is None else {
+            "scores": self.priors.scores, "omitted": self.priors.omitted,
+            "agreement": self.prior_agreement or None}),
         "timings": self.timings, "versions": self.versions,
     }
 
@@ -228,6 +271,7 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
     dataset_name, feats, labels = report.load_features_dir(
         config.dataset, config.features_dataset)
     split, num_examples = "precomputed", int(labels.shape[0])
+    _check_resamples(config, labels)
     gt_file, accuracies = ground_truth_lib.resolve(
         config.ground_truth, dataset_name, feats)
   else:
@@ -242,6 +286,7 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
                    num_examples=config.num_examples or None,
                    data_dir=config.data_dir, seed=config.seed)
     dataset_name, split, num_examples = config.dataset, config.split, len(ds)
+    _check_resamples(config, ds.labels)                 # before extraction
     feats, labels = {}, None
     for name, bb in bbs.items():
       res = features.extract(bb, ds, batch_size=config.batch_size,
@@ -264,6 +309,30 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
   scores = scored.table()                       # None for a failed cell
   agreement, skipped = (report.agreement_by_metric(scores, accuracies)
                         if accuracies else ({}, {}))
+  resampling = None
+  resampled = [m for m in metrics if m in ranking.FEATURE_METRICS]
+  if config.resamples and resampled:
+    t0 = time.perf_counter()
+    resampling = uncertainty.resample_scores(
+        feats, labels, metrics=resampled, resamples=config.resamples,
+        seed=config.seed)
+    timings["resampling"] = time.perf_counter() - t0
+    if accuracies:
+      _add_resampled_agreement(agreement, resampling, accuracies)
+  prior_scores, prior_agreement = None, {}
+  if config.priors:
+    prior_scores = priors_lib.prior_scores(
+        sorted(feats), accuracies=_other_datasets(gt_file, dataset_name),
+        target=dataset_name)
+    for prior, why in prior_scores.omitted.items():
+      logging.info("prior %s left out: %s", prior, why)
+    if accuracies:
+      prior_agreement = {p: ranking.agreement(s, accuracies)
+                         for p, s in prior_scores.scores.items()}
+      if prior_agreement:
+        best = max(a["weighted_tau"] for a in prior_agreement.values())
+        for row in agreement.values():
+          row["margin_over_best_prior"] = row["weighted_tau"] - best
   timings["total"] = time.perf_counter() - start
   result = RankResult(
       dataset=dataset_name, split=split, num_examples=num_examples,
@@ -271,7 +340,44 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
       num_scored=scored.num_scored, ground_truth=accuracies,
       ground_truth_file=gt_file, agreement=agreement,
       agreement_skipped=skipped, timings=timings,
-      versions=environment.record(("flax",)))
+      versions=environment.record(("flax",)), resampling=resampling,
+      priors=prior_scores, prior_agreement=prior_agreement)
   if output_dir is not None:
     result.write(output_dir)
   return result
+
+
+def _check_resamples(config: RankConfig, labels) -> None:
+  """Raises the resampling's ValueError (a class too small for 80%
+  subsets) before any extraction or scoring."""
+  if config.resamples:
+    names, codes = np.unique(np.asarray(labels), return_inverse=True)
+    uncertainty.resample_indices(codes.reshape(-1), config.resamples, 0.8,
+                                 config.seed, class_names=list(names))
+
+
+def _add_resampled_agreement(agreement, resampling, accuracies) -> None:
+  """Weighted tau per resample: mean and 5-95% interval, per metric."""
+  for metric, per_model in resampling.values.items():
+    if metric not in agreement or len(per_model) < 2:
+      continue
+    names = list(per_model)
+    taus = [ranking.weighted_tau({m: float(per_model[m][b]) for m in names},
+                                 accuracies)
+            for b in range(resampling.resamples)]
+    agreement[metric].update(
+        weighted_tau_mean=float(np.mean(taus)),
+        weighted_tau_p5=float(np.percentile(taus, 5)),
+        weighted_tau_p95=float(np.percentile(taus, 95)))
+
+
+def _other_datasets(gt_file: str | None, dataset: str):
+  """The ground-truth file's whole ``{dataset: {model: accuracy}}`` table
+  when it holds a dataset other than ``dataset`` (for the lodo prior);
+  otherwise None."""
+  if gt_file is None:
+    return None
+  import json  # pylint: disable=g-import-not-at-top
+  with open(gt_file) as f:
+    table = json.load(f).get("accuracies", {})
+  return table if set(table) - {dataset} else None

@@ -80,6 +80,54 @@ def test_rank_precomputed_features_with_ground_truth(features_dir, tmp_path,
   result.check()                        # every cell scored: no error
 
 
+def test_rank_reports_resampling_and_priors(features_dir, tmp_path):
+  d, gt = features_dir
+  # A second dataset in the ground truth makes the lodo prior available.
+  gt.write_text(json.dumps({"accuracies": {
+      "my_data": {"res_net_a": 90.0, "net_b": 80.0, "net_c": 70.0},
+      "elsewhere": {"res_net_a": 60.0, "net_b": 50.0, "net_c": 55.0}}}))
+  result, out = rank(tmp_path, dataset=str(d), ground_truth=str(gt),
+                     metrics=("sfda", "logme"), resamples=4)
+  r = result.resampling
+  assert r.resamples == 4 and r.num_samples == 96
+  assert set(r.std["sfda"]) == {"res_net_a", "net_b", "net_c"}
+  text = result.tables()
+  assert "+- std" in text and "P>next" in text
+  assert "prior lodo" in text and "vs prior" in text
+  # imagenet_top1 / num_params know none of these made-up models.
+  assert "priors left out: imagenet_top1" in text
+  assert list(result.priors.scores) == ["lodo"]
+  lodo = result.prior_agreement["lodo"]["weighted_tau"]
+  row = result.agreement["sfda"]
+  assert row["margin_over_best_prior"] == pytest.approx(
+      row["weighted_tau"] - lodo)
+  assert row["weighted_tau_p5"] <= row["weighted_tau_mean"] <= \
+      row["weighted_tau_p95"]
+  payload = json.loads((out / "results.json").read_text())
+  assert payload["resampling"]["resamples"] == 4
+  assert len(payload["resampling"]["values"]["logme"]["net_b"]) == 4
+  assert payload["priors"]["omitted"]["num_params"].startswith("no num_params")
+  assert set(payload["priors"]["agreement"]) == {"lodo"}
+  # Off: nothing resampled, no prior rows.
+  result, _ = rank(tmp_path, dataset=str(d), ground_truth=str(gt),
+                   metrics=("sfda",), resamples=0, priors=False,
+                   output_dir=tmp_path / "off")
+  assert result.resampling is None and result.priors is None
+  assert "+- std" not in result.tables()
+
+
+def test_rank_resampling_bad_input_before_scoring(features_dir, tmp_path):
+  d, _ = features_dir
+  with pytest.raises(ValueError, match="resamples must be 0"):
+    rank(tmp_path, dataset=str(d), resamples=1)
+  y = np.load(d / "net_b_my_data_label.npy")
+  y[:2] = 77                                    # a class of 2 samples
+  for model in ("res_net_a", "net_b", "net_c"):
+    np.save(d / f"{model}_my_data_label.npy", y)
+  with pytest.raises(ValueError, match="class 77 "):
+    rank(tmp_path, dataset=str(d), ground_truth="none", resamples=4)
+
+
 @pytest.mark.slow
 def test_rank_reports_bad_input_before_work(features_dir, tmp_path):
   d, gt = features_dir
