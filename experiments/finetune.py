@@ -19,7 +19,6 @@ folder). Train and test sets sharing any image are refused before training.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -69,16 +68,6 @@ flags.DEFINE_string("output", "outputs/finetune/ground_truth.json",
 flags.DEFINE_integer("seed", 0, "Seed.")
 
 
-def resized(bb: backbones.Backbone, size: int) -> backbones.Backbone:
-  """The backbone with its preprocessing scaled to ``size`` px."""
-  if not size:
-    return bb
-  pre = bb.preprocessing
-  ratio = pre.resize_size / pre.image_size
-  return dataclasses.replace(bb, preprocessing=dataclasses.replace(
-      pre, image_size=size, resize_size=max(size, int(size * ratio))))
-
-
 _IN_MEMORY_BYTES = 2 << 30
 
 
@@ -117,7 +106,7 @@ def main(argv):
   print(f"train {len(train)} / test {len(test)} images: "
         f"{split['description']}", flush=True)
   num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-  models = {name: resized(backbones.get(name, dtype="float32",
+  models = {name: backbones.resized(backbones.get(name, dtype="float32",
                                        seed=FLAGS.seed), FLAGS.image_size)
             for name in FLAGS.models}
   runs, best = [], {}

@@ -31,8 +31,9 @@ flags.DEFINE_string("models", "auto", "Comma-separated backbone names "
                     "fashion_mnist and folders, online otherwise.")
 flags.DEFINE_list("metrics", [], "Metrics (default: all that apply).")
 flags.DEFINE_string("split", "train", "Dataset split.")
-flags.DEFINE_integer("num_examples", 1000, "Class-stratified subset size "
-                     "(0 = the whole split).")
+flags.DEFINE_integer("num_examples", 2000, "Class-stratified subset size "
+                     "(0 = the whole split); >= 1.5 x the feature dimension "
+                     "keeps SFDA and H-score from saturating.")
 flags.DEFINE_integer("batch_size", 32, "Extraction batch size.")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
 flags.DEFINE_string("cache_dir", None, "Feature cache (default "
@@ -46,6 +47,9 @@ flags.DEFINE_string("features_dataset", None, "Dataset part of precomputed "
                     "feature file names (inferred when unambiguous).")
 flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Backbone compute "
                   "dtype (default: bfloat16 on accelerators, float32 on CPU).")
+flags.DEFINE_integer("image_size", None, "Input resolution in px (0: each "
+                     "model's native; default: the ground truth's fine-tune "
+                     "resolution when its file states one, else native).")
 flags.DEFINE_integer("seed", 0, "Seed for subsampling, NLEEP and the "
                      "resamples.")
 flags.DEFINE_integer("resamples", 8, "Paired resamples (80% of the samples "
@@ -62,7 +66,8 @@ def config_from_flags() -> evaluation.RankConfig:
       batch_size=FLAGS.batch_size, data_dir=FLAGS.data_dir,
       cache_dir=FLAGS.cache_dir, ground_truth=FLAGS.ground_truth,
       features_dataset=FLAGS.features_dataset, dtype=FLAGS.dtype,
-      seed=FLAGS.seed, resamples=FLAGS.resamples, priors=FLAGS.priors)
+      image_size=FLAGS.image_size, seed=FLAGS.seed,
+      resamples=FLAGS.resamples, priors=FLAGS.priors)
 
 
 def main(argv):

@@ -18,6 +18,7 @@ model) and ``seed``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -29,6 +30,7 @@ from sfda_jax.backbones import efficientnet_lite
 from sfda_jax.backbones.base import Backbone, Preprocessing
 
 __all__ = ["Backbone", "Preprocessing", "available", "get", "default_dtype",
+           "resized",
            "parse_name", "OFFLINE_ZOO", "RANDOM_SUFFIX"]
 
 #: The real pretrained models that work without a network.
@@ -151,3 +153,21 @@ def get(name: str, dtype: str | None = None, random_init: bool = False,
       f"unknown backbone {name!r}. Valid names: {', '.join(OFFLINE_ZOO)}, or "
       "'hf:<HuggingFace hub id or local directory>' (e.g. "
       "hf:microsoft/resnet-50).")
+
+
+def resized(bb: Backbone, size: int | None) -> Backbone:
+  """``bb`` with its preprocessing scaled to ``size`` px (the resize size
+  keeps its ratio to the crop); ``0`` / ``None``: ``bb`` unchanged.
+
+  Used to score and fine-tune at the same, lower resolution (e.g. 112 px for
+  28 x 28 Fashion-MNIST images, whose detail a 224 px input cannot add to).
+  The cache identity includes the preprocessing, so features of different
+  sizes never mix.
+  """
+  if not size:
+    return bb
+  pre = bb.preprocessing
+  ratio = pre.resize_size / pre.image_size
+  return dataclasses.replace(bb, preprocessing=dataclasses.replace(
+      pre, image_size=int(size), resize_size=max(int(size),
+                                                 int(size * ratio))))

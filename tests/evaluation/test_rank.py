@@ -294,12 +294,15 @@ def test_report_tables_and_files_handle_missing_cells(tmp_path):
 @pytest.mark.slow
 def test_rank_offline_zoo_on_fashion_mnist(fmnist_dir, tmp_path):
   result, out = rank(tmp_path, models="efficientnet_lite0,"
-                     "efficientnet_lite0@random", num_examples=20,
-                     split="test", batch_size=10,
+                     "efficientnet_lite0@random", num_examples=40,
+                     split="test", batch_size=20, resamples=3,
                      metrics=("sfda", "logme", "leep"), data_dir=fmnist_dir,
                      cache_dir=str(tmp_path / "cache"))
   payload = json.loads((out / "results.json").read_text())
-  assert payload["num_examples"] == 20
+  assert payload["num_examples"] == 40
+  assert payload["image_size"] == 112       # the ground truth's resolution
+  assert payload["resampling"]["num_samples"] == 32
+  assert "imagenet_top1" in payload["priors"]["agreement"]
   assert set(payload["scores"]["sfda"]) == {"efficientnet_lite0",
                                             "efficientnet_lite0@random"}
   assert set(payload["scores"]["leep"]) == {"efficientnet_lite0"}
@@ -377,3 +380,30 @@ def test_rank_online_zoo_offline_fails_fast_with_help(tmp_path):
     rank(tmp_path, dataset="cifar10", cache_dir=str(tmp_path / "c"))
   assert "save_pretrained" in str(err.value)
   assert not (tmp_path / "c").exists()
+
+
+def test_image_size_follows_the_ground_truth_unless_given(tmp_path):
+  from sfda_jax.evaluation import ground_truth as gt_lib
+  from sfda_jax.evaluation import rank as rank_lib
+  with gt_lib.committed_path("fashion_mnist_efficientnet_lite.json") as path:
+    assert rank_lib._image_size(None, str(path)) == 112  # its fine-tune size
+    assert rank_lib._image_size(0, str(path)) == 0       # native on request
+    assert rank_lib._image_size(96, str(path)) == 96
+  with gt_lib.committed_path("sfda_paper_group1.json") as path:
+    assert rank_lib._image_size(None, str(path)) == 0    # states none
+  assert rank_lib._image_size(None, None) == 0
+  assert sfda_jax.RankConfig().num_examples == 2000      # >= 1.5 x D = 1920
+  with pytest.raises(ValueError, match="image_size must be a positive int"):
+    sfda_jax.RankConfig(image_size=-5).validate()
+
+
+def test_resized_backbone_keeps_its_crop_ratio():
+  pytest.importorskip("flax")
+  from sfda_jax import backbones
+  bb = backbones.get("efficientnet_lite0@random")
+  small = backbones.resized(bb, 112)
+  assert small.preprocessing.image_size == 112
+  assert small.preprocessing.resize_size == int(
+      112 * bb.preprocessing.resize_size / bb.preprocessing.image_size)
+  assert small.cache_identity() != bb.cache_identity()
+  assert backbones.resized(bb, 0) is bb
