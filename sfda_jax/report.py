@@ -280,45 +280,120 @@ def check_output_dir(path: str) -> None:
   atomic.check_writable_dir(path, "output directory")
 
 
-def _plot(scores: Mapping[str, Mapping[str, float | None]],
-          accuracies: Mapping[str, float] | None,
-          failures: Mapping[str, Mapping[str, str]]) -> bytes:
-  import matplotlib
+def _colours(models):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  cmap = matplotlib.colormaps["tab10" if len(models) <= 10 else "tab20"]
+  return {m: cmap(i % cmap.N) for i, m in enumerate(sorted(models))}
+
+
+def _ranks(values: Mapping[str, float]) -> dict[str, float]:
+  """1 = best (highest); ties share the mean rank."""
+  names = list(values)
+  order = np.argsort(-np.asarray([values[m] for m in names]), kind="stable")
+  ranks = np.empty(len(names))
+  ranks[order] = np.arange(1, len(names) + 1)
+  vals = np.asarray([values[m] for m in names])
+  for v in np.unique(vals):
+    tie = vals == v
+    ranks[tie] = ranks[tie].mean()
+  return dict(zip(names, ranks))
+
+
+def _plot(payload: Mapping[str, Any]) -> bytes:
+  """ranking.png: per metric, score rank vs fine-tune rank (rank axes, so a
+  far-off control does not squash the others; error bars: the 5-95% range
+  of the model's rank over the resamples), plus a summary panel of weighted
+  tau per metric with its resample interval and the priors as reference
+  lines. Without ground truth: each metric's scores as bars with +- std."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  scores = payload["scores"]
+  failures = payload.get("failures") or {}
+  accuracies = payload.get("ground_truth") or None
+  resampling = payload.get("resampling") or {}
+  values = resampling.get("values") or {}
+  stds = resampling.get("std") or {}
+  agreement = payload.get("agreement") or {}
+  prior_agreement = (payload.get("priors") or {}).get("agreement") or {}
   metrics = list(scores)
-  cols = min(4, len(metrics))
-  rows = -(-len(metrics) // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.4 * rows),
+  colours = _colours({m for per in scores.values() for m in per})
+  panels = len(metrics) + (1 if accuracies and agreement else 0)
+  cols = min(4, max(panels, 1))
+  rows = -(-panels // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.6 * rows),
                            squeeze=False)
-  for ax, metric in zip(axes.flat, metrics):
+  flat = list(axes.flat)
+  for ax, metric in zip(flat, metrics):
     models, failed = _split_cells(scores[metric], failures.get(metric))
-    models.sort()
-    s = [scores[metric][m] for m in models]
     title = metric + (f", {len(failed)} failed" if failed else "")
+    ax.tick_params(labelsize=7)
     if not models:
       ax.text(0.5, 0.5, "no model scored", ha="center", va="center",
               fontsize=9, transform=ax.transAxes)
       ax.set_title(title, fontsize=9)
-    elif accuracies:
-      a = [accuracies[m] for m in models]
-      ax.scatter(s, a)
-      for m, x, y in zip(models, s, a):
-        ax.annotate(m, (x, y), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
-      tau = ranking.weighted_tau(dict(zip(models, s)), accuracies) if len(
-          models) > 1 else float("nan")
-      ax.set_title(f"{title} (weighted tau {tau:+.2f})", fontsize=9)
-      ax.set_xlabel("score", fontsize=8)
-      ax.set_ylabel("fine-tune accuracy", fontsize=8)
-    else:
-      ax.barh(models, s)
+      continue
+    s = {m: scores[metric][m] for m in models}
+    if not accuracies:
+      ax.barh(models, [s[m] for m in models],
+              xerr=[stds.get(metric, {}).get(m, 0.0) for m in models],
+              color=[colours[m] for m in models])
       ax.set_title(title, fontsize=9)
-      ax.set_xlabel("score", fontsize=8)
+      ax.set_xlabel("score (+- std over resamples)", fontsize=8)
+      continue
+    x = _ranks(s)
+    y = _ranks({m: accuracies[m] for m in models})
+    lo, hi = dict(x), dict(x)
+    per = values.get(metric, {})
+    if per and all(m in per for m in models):
+      b = len(per[models[0]])
+      r = np.array([[_ranks({m: per[m][i] for m in models})[m]
+                     for m in models] for i in range(b)])      # [B, M]
+      lo = dict(zip(models, np.percentile(r, 5, axis=0)))
+      hi = dict(zip(models, np.percentile(r, 95, axis=0)))
+    n = len(models)
+    ax.plot([1, n], [1, n], color="0.8", lw=1, zorder=0)
+    for m in models:
+      ax.errorbar(x[m], y[m], xerr=[[x[m] - lo[m]], [hi[m] - x[m]]],
+                  fmt="o", color=colours[m], ms=6, capsize=3, label=m)
+    tau = agreement.get(metric, {}).get("weighted_tau", float("nan"))
+    ax.set_title(f"{title}: weighted tau {tau:+.2f}", fontsize=9)
+    ax.set_xlabel("score rank (1 = best; bars: 5-95% over resamples)",
+                  fontsize=7)
+    ax.set_ylabel("fine-tune rank", fontsize=8)
+    ax.set_xlim(n + 0.6, 0.4)
+    ax.set_ylim(n + 0.6, 0.4)
+    ax.set_xticks(range(1, n + 1))
+    ax.set_yticks(range(1, n + 1))
+  used = len(metrics)
+  if accuracies and agreement:
+    ax = flat[used]
+    used += 1
+    names = [m for m in metrics if m in agreement]
+    tau = [agreement[m]["weighted_tau"] for m in names]
+    lo = [agreement[m].get("weighted_tau_p5", t) for m, t in zip(names, tau)]
+    hi = [agreement[m].get("weighted_tau_p95", t) for m, t in zip(names, tau)]
+    ys = np.arange(len(names))
+    ax.errorbar(tau, ys, xerr=[np.subtract(tau, lo), np.subtract(hi, tau)],
+                fmt="o", color="k", capsize=3)
+    for i, (prior, row) in enumerate(prior_agreement.items()):
+      ax.axvline(row["weighted_tau"], ls="--", lw=1,
+                 color=f"C{i + 1}", label=f"prior {prior}")
+    ax.set_yticks(ys)
+    ax.set_yticklabels(names, fontsize=7)
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_xlabel("weighted tau (bars: 5-95% over resamples)", fontsize=7)
+    ax.set_title("agreement with fine-tuning", fontsize=9)
     ax.tick_params(labelsize=7)
-  for ax in list(axes.flat)[len(metrics):]:
+    if prior_agreement:
+      ax.legend(fontsize=6, loc="lower left")
+  for ax in flat[used:]:
     ax.axis("off")
-  fig.tight_layout()
+  handles = [plt.Line2D([], [], marker="o", ls="", color=colours[m], label=m)
+             for m in sorted(colours)]
+  fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6),
+             fontsize=7, frameon=False)
+  fig.tight_layout(rect=(0, 0.06 if rows == 1 else 0.03, 1, 1))
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=110)
   plt.close(fig)
@@ -356,5 +431,5 @@ def write_results(output_dir: str, payload: dict[str, Any]) -> list[str]:
       writer.writerow([metric, model, score, rank,
                        "" if acc is None else acc.get(model, ""), reason])
   atomic.write_bytes(paths[1], buf.getvalue().encode())
-  atomic.write_bytes(paths[2], _plot(scores, acc, failures))
+  atomic.write_bytes(paths[2], _plot(payload))
   return paths
