@@ -7,9 +7,14 @@ r"""Ground truth by fine-tuning each backbone on a target dataset (optax).
 Each model gets a new linear head; full mode also trains the backbone (BN
 statistics frozen). SGD + Nesterov 0.9, cosine schedule, weight decay, a grid
 over --learning_rates x --weight_decays; the best test accuracy per model is
-its ground truth. Writes {"accuracies": {dataset: {model: acc}}, "config",
-"runs", "environment", "command"} atomically to --output; config["split"] says
-how the test set was made (sfda_jax.data.load_train_test).
+its ground truth. With --seeds=0,1,2 every run repeats per training seed and
+a model's ground truth is the mean over seeds of its best accuracy, with
+"accuracy_std" and "accuracy_seeds" beside it. Writes {"accuracies":
+{dataset: {model: acc}}, "accuracy_std", "accuracy_seeds", "config", "runs",
+"environment", "command", "complete"} atomically to --output after every run;
+a rerun with the same settings resumes (finished runs are kept, not redone);
+config["split"] says how the test set was made
+(sfda_jax.data.load_train_test).
 
 Test set: a TFDS dataset's --test_split; for an image folder (one split) a
 seeded, class-stratified holdout of --test_fraction (default 0.2) of each
@@ -65,7 +70,11 @@ flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
 flags.DEFINE_string("cache_dir", None, "Feature cache (linear probe).")
 flags.DEFINE_string("output", "outputs/finetune/ground_truth.json",
                     "Ground-truth JSON to write.")
-flags.DEFINE_integer("seed", 0, "Seed.")
+flags.DEFINE_integer("seed", 0, "Seed of the train/test subsets (and of "
+                     "training when --seeds is not given).")
+flags.DEFINE_list("seeds", None, "Training seeds (head initialisation, batch "
+                  "order); the ground truth is each model's mean over them, "
+                  "with its std and per-seed accuracies. Default: --seed.")
 
 
 _IN_MEMORY_BYTES = 2 << 30
@@ -92,6 +101,7 @@ def main(argv):
   del argv
   lrs = [float(v) for v in FLAGS.learning_rates]
   wds = [float(v) for v in FLAGS.weight_decays]
+  seeds = _seeds(FLAGS.seeds, FLAGS.seed)
   out_dir = os.path.dirname(os.path.abspath(FLAGS.output))
   report.check_output_dir(out_dir)
   for name in FLAGS.models:             # a bad @suffix fails before loading
@@ -109,8 +119,34 @@ def main(argv):
   models = {name: backbones.resized(backbones.get(name, dtype="float32",
                                        seed=FLAGS.seed), FLAGS.image_size)
             for name in FLAGS.models}
-  runs, best = [], {}
+  config_record = {"mode": FLAGS.mode, "steps": FLAGS.steps,
+                   "batch_size": FLAGS.batch_size,
+                   "image_size": FLAGS.image_size or "native",
+                   "train": train.fingerprint, "test": test.fingerprint,
+                   "split": split,
+                   "learning_rates": lrs, "weight_decays": wds,
+                   "optimizer": "SGD nesterov momentum 0.9, cosine schedule, "
+                                "decoupled weight decay; BN statistics "
+                                "frozen",
+                   "seed": FLAGS.seed}
+  runs = _resumable_runs(FLAGS.output, config_record)
+  done = {_run_key(r, FLAGS.seed) for r in runs}
+  if done:
+    print(f"resuming {FLAGS.output}: {len(done)} finished run(s) kept",
+          flush=True)
   start = time.perf_counter()
+
+  def write(complete):
+    payload = _payload(FLAGS.dataset, runs, seeds, list(models),
+                       config_record, FLAGS.seed)
+    payload.update(
+        command="python -m experiments.finetune " + " ".join(sys.argv[1:]),
+        environment=environment.record(("flax", "optax")),
+        seconds=time.perf_counter() - start,
+        date=time.strftime("%Y-%m-%d", time.gmtime()), complete=complete)
+    atomic.write_bytes(FLAGS.output, (json.dumps(payload, indent=1)
+                                      + "\n").encode())
+
   for name, bb in models.items():
     if FLAGS.mode == "linear_probe":
       tr = features.extract(bb, train, cache_dir=FLAGS.cache_dir)
@@ -122,40 +158,89 @@ def main(argv):
     else:
       train_batches = _replayable(train, bb, FLAGS.batch_size)
       test_batches = _replayable(test, bb, FLAGS.batch_size)
-    for lr in lrs:
-      for wd in wds:
-        config = finetune.FinetuneConfig(
-            mode=FLAGS.mode, steps=FLAGS.steps, batch_size=FLAGS.batch_size,
-            learning_rate=lr, weight_decay=wd, seed=FLAGS.seed)
-        result = finetune.train_and_evaluate(bb, train_batches, test_batches,
-                                             num_classes, config)
-        runs.append({"model": name, "learning_rate": lr, "weight_decay": wd,
-                     **result})
-        best[name] = max(best.get(name, 0.0), result["test_accuracy"])
-        print(f"{name:<28} lr={lr:<8g} wd={wd:<8g} "
-              f"test acc {result['test_accuracy']:.4f} "
-              f"({result['seconds']:.0f} s)", flush=True)
-  payload = {
-      "source": "experiments.finetune (sfda_jax)",
-      "command": "python -m experiments.finetune " + " ".join(sys.argv[1:]),
-      "accuracies": {FLAGS.dataset: best},
-      "config": {"mode": FLAGS.mode, "steps": FLAGS.steps,
-                 "batch_size": FLAGS.batch_size,
-                 "image_size": FLAGS.image_size or "native",
-                 "train": train.fingerprint, "test": test.fingerprint,
-                 "split": split,
-                 "learning_rates": lrs, "weight_decays": wds,
-                 "optimizer": "SGD nesterov momentum 0.9, cosine schedule, "
-                              "decoupled weight decay; BN statistics frozen",
-                 "seed": FLAGS.seed},
-      "runs": runs,
-      "environment": environment.record(("flax", "optax")),
-      "seconds": time.perf_counter() - start,
-      "date": time.strftime("%Y-%m-%d", time.gmtime()),
-  }
-  atomic.write_bytes(FLAGS.output, (json.dumps(payload, indent=1)
-                                      + "\n").encode())
+    for seed in seeds:
+      for lr in lrs:
+        for wd in wds:
+          if (name, seed, lr, wd) in done:
+            continue
+          config = finetune.FinetuneConfig(
+              mode=FLAGS.mode, steps=FLAGS.steps,
+              batch_size=FLAGS.batch_size, learning_rate=lr,
+              weight_decay=wd, seed=seed)
+          result = finetune.train_and_evaluate(bb, train_batches,
+                                               test_batches, num_classes,
+                                               config)
+          runs.append({"model": name, "seed": seed, "learning_rate": lr,
+                       "weight_decay": wd, **result})
+          print(f"{name:<28} seed={seed} lr={lr:<8g} wd={wd:<8g} "
+                f"test acc {result['test_accuracy']:.4f} "
+                f"({result['seconds']:.0f} s)", flush=True)
+          write(complete=False)
+  write(complete=True)
   print(f"wrote {FLAGS.output}")
+
+
+def _seeds(given, default: int) -> list[int]:
+  if not given:
+    return [int(default)]
+  try:
+    seeds = [int(s) for s in given]
+  except ValueError:
+    raise ValueError(f"--seeds takes integers, got {given}.") from None
+  if len(set(seeds)) != len(seeds):
+    raise ValueError(f"--seeds has duplicates: {given}.")
+  return seeds
+
+
+def _run_key(run: dict, default_seed: int) -> tuple:
+  """A run's identity; files written before --seeds have no "seed" (it was
+  the config's)."""
+  return (run["model"], int(run.get("seed", default_seed)),
+          float(run["learning_rate"]), float(run["weight_decay"]))
+
+
+def _resumable_runs(path: str, config: dict) -> list[dict]:
+  """The finished runs of an earlier call with the same settings, or []
+  when ``path`` does not exist. Different settings raise (a resume must not
+  mix them)."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    old = json.load(f)
+  keys = ("mode", "steps", "batch_size", "image_size", "train", "test",
+          "seed")
+  differ = [k for k in keys if old.get("config", {}).get(k) != config[k]]
+  if differ:
+    raise ValueError(
+        f"{path} exists with different settings ({', '.join(differ)}); "
+        "pass another --output, or delete it to start over.")
+  return list(old.get("runs", []))
+
+
+def _payload(dataset, runs, seeds, models, config, default_seed) -> dict:
+  """Per model: best accuracy over the grid per seed; mean and std over the
+  seeds that finished (the models/seeds still running are left out)."""
+  per_seed: dict[str, dict[int, float]] = {}
+  for r in runs:
+    _, seed, _, _ = _run_key(r, default_seed)
+    cell = per_seed.setdefault(r["model"], {})
+    cell[seed] = max(cell.get(seed, 0.0), float(r["test_accuracy"]))
+  order = [m for m in models if m in per_seed] + sorted(
+      set(per_seed) - set(models))
+  seeds_of = {m: sorted(per_seed[m]) for m in order}
+  return {
+      "source": "experiments.finetune (sfda_jax)",
+      "accuracies": {dataset: {m: float(np.mean(list(per_seed[m].values())))
+                               for m in order}},
+      "accuracy_std": {dataset: {
+          m: float(np.std(list(per_seed[m].values()), ddof=1))
+          if len(per_seed[m]) > 1 else None for m in order}},
+      "accuracy_seeds": {dataset: {
+          m: {str(s): per_seed[m][s] for s in seeds_of[m]} for m in order}},
+      "config": dict(config, seeds=sorted(set(seeds) | {
+          s for m in order for s in seeds_of[m]})),
+      "runs": runs,
+  }
 
 
 if __name__ == "__main__":

@@ -101,10 +101,27 @@ def test_finetune_entry_point_on_a_folder_records_its_split(tmp_path):
        "--models=efficientnet_lite0,efficientnet_lite0@random",
        "--image_size=32", "--steps=5", f"--dataset={folder}",
        "--num_examples=0", "--test_examples=0", "--test_fraction=0.25",
-       "--seed=1", f"--cache_dir={tmp_path / 'cache'}", f"--output={out}"],
-      cwd=REPO_ROOT)
+       "--seed=1", "--seeds=0,1", f"--cache_dir={tmp_path / 'cache'}",
+       f"--output={out}"], cwd=REPO_ROOT)
   assert proc.returncode == 0, proc.stderr[-3000:]
   payload = json.loads(out.read_text())
+  assert payload["complete"] is True
+  seeds = payload["accuracy_seeds"][str(folder)]
+  assert all(set(per) == {"0", "1"} for per in seeds.values())
+  for model, per in seeds.items():
+    assert payload["accuracies"][str(folder)][model] == pytest.approx(
+        np.mean(list(per.values())))
+  # The same command again resumes: every run is kept, none redone.
+  again = run_entry_point(
+      ["experiments.finetune", "--mode=linear_probe",
+       "--models=efficientnet_lite0,efficientnet_lite0@random",
+       "--image_size=32", "--steps=5", f"--dataset={folder}",
+       "--num_examples=0", "--test_examples=0", "--test_fraction=0.25",
+       "--seed=1", "--seeds=0,1", f"--cache_dir={tmp_path / 'cache'}",
+       f"--output={out}"], cwd=REPO_ROOT)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "8 finished run(s) kept" in again.stdout
+  assert json.loads(out.read_text())["runs"] == payload["runs"]
   accs = payload["accuracies"][str(folder)]
   assert set(accs) == {"efficientnet_lite0", "efficientnet_lite0@random"}
   assert all(0.0 <= a <= 1.0 for a in accs.values())
@@ -150,3 +167,33 @@ def test_finetune_refuses_a_test_set_of_training_images(tmp_path):
   assert proc.stderr.strip().splitlines()[-1] == (
       "error: unknown model suffix @rnd in 'efficientnet_lite0@rnd'; use "
       "@random for a randomly initialised control.")
+
+
+def test_seeded_ground_truth_payload_and_resume_rules(tmp_path):
+  from experiments import finetune as entry
+  runs = [{"model": "a", "seed": s, "learning_rate": lr, "weight_decay": 0.0,
+           "test_accuracy": acc}
+          for s, lr, acc in ((0, 0.1, 0.5), (0, 0.01, 0.7), (1, 0.1, 0.9),
+                             (1, 0.01, 0.6))]
+  runs.append({"model": "b", "learning_rate": 0.1, "weight_decay": 0.0,
+               "test_accuracy": 0.4})           # pre --seeds: config seed
+  p = entry._payload("ds", runs, [0, 1], ["a", "b"], {"seed": 0}, 0)
+  assert p["accuracy_seeds"]["ds"] == {"a": {"0": 0.7, "1": 0.9},
+                                       "b": {"0": 0.4}}
+  assert p["accuracies"]["ds"] == {"a": pytest.approx(0.8), "b": 0.4}
+  assert p["accuracy_std"]["ds"]["a"] == pytest.approx(np.std([0.7, 0.9],
+                                                              ddof=1))
+  assert p["accuracy_std"]["ds"]["b"] is None
+  assert entry._seeds(None, 3) == [3] and entry._seeds(["0", "2"], 3) == [0, 2]
+  with pytest.raises(ValueError, match="integers"):
+    entry._seeds(["x"], 0)
+  with pytest.raises(ValueError, match="duplicates"):
+    entry._seeds(["1", "1"], 0)
+  config = {"mode": "full", "steps": 5, "batch_size": 2, "image_size": 32,
+            "train": "t", "test": "u", "seed": 0}
+  path = tmp_path / "gt.json"
+  assert entry._resumable_runs(str(path), config) == []
+  path.write_text(json.dumps({"config": config, "runs": runs}))
+  assert entry._resumable_runs(str(path), config) == runs
+  with pytest.raises(ValueError, match="different settings .*steps"):
+    entry._resumable_runs(str(path), dict(config, steps=6))
