@@ -52,7 +52,7 @@ flags.DEFINE_integer("image_size", None, "Input resolution in px (0: each "
                      "resolution when its file states one, else native).")
 flags.DEFINE_integer("seed", 0, "Seed for subsampling, NLEEP and the "
                      "resamples.")
-flags.DEFINE_integer("resamples", 8, "Paired resamples (80% of the samples "
+flags.DEFINE_integer("resamples", 4, "Paired resamples (80% of the samples "
                      "each) for each score's +- std and the P(above next) "
                      "column; 0: off.")
 flags.DEFINE_bool("priors", True, "Report the data-free priors "

@@ -353,9 +353,9 @@ def _plot(payload: Mapping[str, Any]) -> bytes:
       hi = dict(zip(models, np.percentile(r, 95, axis=0)))
     n = len(models)
     ax.plot([1, n], [1, n], color="0.8", lw=1, zorder=0)
-    for m in models:
-      ax.errorbar(x[m], y[m], xerr=[[x[m] - lo[m]], [hi[m] - x[m]]],
-                  fmt="o", color=colours[m], ms=6, capsize=3, label=m)
+    for m in models:      # the full-data rank can lie outside its interval
+      ax.hlines(y[m], lo[m], hi[m], color=colours[m], lw=2, alpha=0.6)
+      ax.plot(x[m], y[m], "o", color=colours[m], ms=6, label=m)
     tau = agreement.get(metric, {}).get("weighted_tau", float("nan"))
     ax.set_title(f"{title}: weighted tau {tau:+.2f}", fontsize=9)
     ax.set_xlabel("score rank (1 = best; bars: 5-95% over resamples)",
@@ -374,8 +374,8 @@ def _plot(payload: Mapping[str, Any]) -> bytes:
     lo = [agreement[m].get("weighted_tau_p5", t) for m, t in zip(names, tau)]
     hi = [agreement[m].get("weighted_tau_p95", t) for m, t in zip(names, tau)]
     ys = np.arange(len(names))
-    ax.errorbar(tau, ys, xerr=[np.subtract(tau, lo), np.subtract(hi, tau)],
-                fmt="o", color="k", capsize=3)
+    ax.hlines(ys, lo, hi, color="k", lw=2, alpha=0.5)
+    ax.plot(tau, ys, "o", color="k")
     for i, (prior, row) in enumerate(prior_agreement.items()):
       ax.axvline(row["weighted_tau"], ls="--", lw=1,
                  color=f"C{i + 1}", label=f"prior {prior}")

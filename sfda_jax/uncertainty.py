@@ -190,7 +190,9 @@ def _resample_batched(spec, x, enc, idx, options):
 def resample_scores(features_by_model: Mapping[str, Any], labels: Any,
                     metrics: Sequence[str] = ("sfda", "logme"),
                     resamples: int = 32, fraction: float = 0.8,
-                    seed: int = 0, replace: bool = False) -> ResampleResult:
+                    seed: int = 0, replace: bool = False,
+                    full: ranking.ScoreResult | None = None
+                    ) -> ResampleResult:
   """Scores every model on ``resamples`` paired resamples of the target set.
 
   Args:
@@ -204,6 +206,9 @@ def resample_scores(features_by_model: Mapping[str, Any], labels: Any,
       ``score_models``).
     replace: draw each class's quota with replacement (a stratified
       bootstrap) instead of without.
+    full: the full-data ``score_models(..., on_error="record")`` result of
+      the same features, labels, metrics and seed, when the caller already
+      has it (``rank_zoo`` does); computed otherwise.
 
   Returns:
     A :class:`ResampleResult`. A (metric, model) cell that cannot be scored
@@ -244,8 +249,14 @@ def resample_scores(features_by_model: Mapping[str, Any], labels: Any,
                        f"{enc.codes.shape[0]} entries.")
   idx = resample_indices(enc.codes, resamples, fraction, seed, replace,
                          class_names=list(enc.classes))
-  full = ranking.score_models(feats, labels, metrics=tuple(metrics),
-                              seed=seed, on_error="record")
+  if full is None:
+    full = ranking.score_models(feats, labels, metrics=tuple(metrics),
+                                seed=seed, on_error="record")
+  else:
+    missing = [m for m in metrics if m not in full.scores]
+    if missing or set(full.models) != set(feats):
+      raise ValueError("full= must be the score_models result of the same "
+                       f"models and metrics; it lacks {missing or 'models'}.")
   failures = {m: dict(v) for m, v in full.failures.items()}
   values: dict[str, dict[str, np.ndarray]] = {}
   cells = ranking._Cells(metrics, "record")  # pylint: disable=protected-access

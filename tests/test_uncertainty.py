@@ -132,3 +132,18 @@ def test_small_class_is_named():
   y = np.where(np.arange(60) < 2, 99, y)          # class 99 has 2 samples
   with pytest.raises(ValueError, match="class 99 "):
     sfda_jax.resample_scores({"m": x}, y, metrics=("sfda",), resamples=2)
+
+
+def test_precomputed_full_scores_are_reused():
+  a, b, y = _pair()
+  feats = {"a": a, "b": b}
+  full = sfda_jax.score_models(feats, y, metrics=("sfda", "logme"),
+                               on_error="record")
+  r1 = sfda_jax.resample_scores(feats, y, metrics=("sfda",), resamples=3,
+                                full=full)
+  r2 = sfda_jax.resample_scores(feats, y, metrics=("sfda",), resamples=3)
+  assert r1.scores["sfda"] == r2.scores["sfda"]
+  np.testing.assert_array_equal(r1.values["sfda"]["a"], r2.values["sfda"]["a"])
+  with pytest.raises(ValueError, match="same models and metrics"):
+    sfda_jax.resample_scores(feats, y, metrics=("hscore",), resamples=3,
+                             full=full)

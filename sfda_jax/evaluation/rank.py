@@ -117,7 +117,7 @@ class RankConfig:
   dtype: str | None = None
   image_size: int | None = None
   seed: int = 0
-  resamples: int = 8
+  resamples: int = 4
   priors: bool = True
 
   def validate(self) -> None:
@@ -333,10 +333,11 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
     t0 = time.perf_counter()
     resampling = uncertainty.resample_scores(
         feats, labels, metrics=resampled, resamples=config.resamples,
-        seed=config.seed)
+        seed=config.seed, full=scored)
     timings["resampling"] = time.perf_counter() - t0
-    if accuracies:
-      _add_resampled_agreement(agreement, resampling, accuracies)
+  if accuracies:
+    _add_agreement_draws(agreement, scores, resampling, accuracies,
+                         _seed_accuracies(gt_file, dataset_name, accuracies))
   prior_scores, prior_agreement = None, {}
   if config.priors:
     prior_scores = priors_lib.prior_scores(
@@ -379,19 +380,51 @@ def _check_resamples(config: RankConfig, labels) -> None:
                        "(--resamples=0).") from None
 
 
-def _add_resampled_agreement(agreement, resampling, accuracies) -> None:
-  """Weighted tau per resample: mean and 5-95% interval, per metric."""
-  for metric, per_model in resampling.values.items():
-    if metric not in agreement or len(per_model) < 2:
+def _add_agreement_draws(agreement, scores, resampling, accuracies,
+                         seed_accuracies) -> None:
+  """Weighted tau per draw: mean and 5-95% interval, per metric.
+
+  A draw pairs a score resample ``b`` with the fine-tune seed
+  ``seeds[b % S]`` when the ground truth has per-seed accuracies (so both
+  sources of noise enter); without resampling the draws are the seeds with
+  the full-data scores; with neither nothing is added.
+  """
+  seeds = seed_accuracies or [accuracies]
+  for metric in agreement:
+    per_model = resampling.values.get(metric, {}) if resampling else {}
+    names = [m for m, v in scores[metric].items() if v is not None]
+    if per_model and len(per_model) >= 2:
+      names = list(per_model)
+      draws = [({m: float(per_model[m][b]) for m in names},
+                seeds[b % len(seeds)]) for b in range(resampling.resamples)]
+    elif seed_accuracies and len(names) >= 2:
+      draws = [({m: scores[metric][m] for m in names}, acc) for acc in seeds]
+    else:
       continue
-    names = list(per_model)
-    taus = [ranking.weighted_tau({m: float(per_model[m][b]) for m in names},
-                                 accuracies)
-            for b in range(resampling.resamples)]
+    taus = [ranking.weighted_tau(s, {m: acc[m] for m in s})
+            for s, acc in draws]
     agreement[metric].update(
         weighted_tau_mean=float(np.mean(taus)),
         weighted_tau_p5=float(np.percentile(taus, 5)),
-        weighted_tau_p95=float(np.percentile(taus, 95)))
+        weighted_tau_p95=float(np.percentile(taus, 95)),
+        weighted_tau_draws=len(taus))
+
+
+def _seed_accuracies(gt_file, dataset, accuracies):
+  """``[{model: accuracy}]`` per fine-tune seed from the ground truth's
+  ``accuracy_seeds`` when every ranked model has every seed; else None."""
+  if gt_file is None:
+    return None
+  import json  # pylint: disable=g-import-not-at-top
+  with open(gt_file) as f:
+    per_model = json.load(f).get("accuracy_seeds", {}).get(dataset)
+  if not per_model or not set(accuracies) <= set(per_model):
+    return None
+  seed_sets = [set(per_model[m]) for m in accuracies]
+  common = sorted(set.intersection(*seed_sets), key=int)
+  if len(common) < 2 or any(s != set(common) for s in seed_sets):
+    return None
+  return [{m: float(per_model[m][s]) for m in accuracies} for s in common]
 
 
 def _other_datasets(gt_file: str | None, dataset: str):

@@ -407,3 +407,25 @@ def test_resized_backbone_keeps_its_crop_ratio():
       112 * bb.preprocessing.resize_size / bb.preprocessing.image_size)
   assert small.cache_identity() != bb.cache_identity()
   assert backbones.resized(bb, 0) is bb
+
+
+def test_agreement_draws_pair_resamples_with_fine_tune_seeds(features_dir,
+                                                             tmp_path):
+  d, gt = features_dir
+  gt.write_text(json.dumps({
+      "accuracies": {"my_data": {"res_net_a": 85.0, "net_b": 80.0,
+                                 "net_c": 75.0}},
+      "accuracy_seeds": {"my_data": {
+          "res_net_a": {"0": 90.0, "1": 80.0},
+          "net_b": {"0": 80.0, "1": 85.0},      # seed 1 swaps a and b
+          "net_c": {"0": 70.0, "1": 80.0}}}}))
+  result, _ = rank(tmp_path, dataset=str(d), ground_truth=str(gt),
+                   metrics=("sfda",), resamples=4)
+  row = result.agreement["sfda"]
+  assert row["weighted_tau_draws"] == 4
+  assert row["weighted_tau_p5"] < row["weighted_tau_p95"]   # seeds disagree
+  # Without resampling the draws are the seeds.
+  result, _ = rank(tmp_path, dataset=str(d), ground_truth=str(gt),
+                   metrics=("sfda",), resamples=0,
+                   output_dir=tmp_path / "seeds_only")
+  assert result.agreement["sfda"]["weighted_tau_draws"] == 2
