@@ -8,7 +8,7 @@ reason, never aborts the ranking) -> agreement with fine-tune accuracies ->
 a :class:`RankResult` that prints its tables and writes results.json,
 results.csv and ranking.png.
 
-Example (the offline zoo on Fashion-MNIST; about 6 minutes on a CPU):
+Example (the offline zoo on Fashion-MNIST; about 5-6 minutes on a 2-core CPU):
 
   >>> import sfda_jax
   >>> result = sfda_jax.rank_zoo(sfda_jax.RankConfig())  # doctest: +SKIP
