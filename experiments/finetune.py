@@ -40,6 +40,7 @@ from sfda_jax import environment
 from sfda_jax import features
 from sfda_jax import finetune
 from sfda_jax import report
+from sfda_jax.evaluation import ground_truth
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "fashion_mnist", "TFDS name or image folder.")
@@ -101,7 +102,7 @@ def main(argv):
   del argv
   lrs = [float(v) for v in FLAGS.learning_rates]
   wds = [float(v) for v in FLAGS.weight_decays]
-  seeds = _seeds(FLAGS.seeds, FLAGS.seed)
+  seeds = ground_truth.parse_seeds(FLAGS.seeds, FLAGS.seed)
   out_dir = os.path.dirname(os.path.abspath(FLAGS.output))
   report.check_output_dir(out_dir)
   for name in FLAGS.models:             # a bad @suffix fails before loading
@@ -129,15 +130,15 @@ def main(argv):
                                 "decoupled weight decay; BN statistics "
                                 "frozen",
                    "seed": FLAGS.seed}
-  runs = _resumable_runs(FLAGS.output, config_record)
-  done = {_run_key(r, FLAGS.seed) for r in runs}
+  runs = ground_truth.resumable_runs(FLAGS.output, config_record)
+  done = {ground_truth.run_key(r, FLAGS.seed) for r in runs}
   if done:
     print(f"resuming {FLAGS.output}: {len(done)} finished run(s) kept",
           flush=True)
   start = time.perf_counter()
 
   def write(complete):
-    payload = _payload(FLAGS.dataset, runs, seeds, list(models),
+    payload = ground_truth.seeded_payload(FLAGS.dataset, runs, seeds, list(models),
                        config_record, FLAGS.seed)
     payload.update(
         command="python -m experiments.finetune " + " ".join(sys.argv[1:]),
@@ -178,69 +179,6 @@ def main(argv):
           write(complete=False)
   write(complete=True)
   print(f"wrote {FLAGS.output}")
-
-
-def _seeds(given, default: int) -> list[int]:
-  if not given:
-    return [int(default)]
-  try:
-    seeds = [int(s) for s in given]
-  except ValueError:
-    raise ValueError(f"--seeds takes integers, got {given}.") from None
-  if len(set(seeds)) != len(seeds):
-    raise ValueError(f"--seeds has duplicates: {given}.")
-  return seeds
-
-
-def _run_key(run: dict, default_seed: int) -> tuple:
-  """A run's identity; files written before --seeds have no "seed" (it was
-  the config's)."""
-  return (run["model"], int(run.get("seed", default_seed)),
-          float(run["learning_rate"]), float(run["weight_decay"]))
-
-
-def _resumable_runs(path: str, config: dict) -> list[dict]:
-  """The finished runs of an earlier call with the same settings, or []
-  when ``path`` does not exist. Different settings raise (a resume must not
-  mix them)."""
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    old = json.load(f)
-  keys = ("mode", "steps", "batch_size", "image_size", "train", "test",
-          "seed")
-  differ = [k for k in keys if old.get("config", {}).get(k) != config[k]]
-  if differ:
-    raise ValueError(
-        f"{path} exists with different settings ({', '.join(differ)}); "
-        "pass another --output, or delete it to start over.")
-  return list(old.get("runs", []))
-
-
-def _payload(dataset, runs, seeds, models, config, default_seed) -> dict:
-  """Per model: best accuracy over the grid per seed; mean and std over the
-  seeds that finished (the models/seeds still running are left out)."""
-  per_seed: dict[str, dict[int, float]] = {}
-  for r in runs:
-    _, seed, _, _ = _run_key(r, default_seed)
-    cell = per_seed.setdefault(r["model"], {})
-    cell[seed] = max(cell.get(seed, 0.0), float(r["test_accuracy"]))
-  order = [m for m in models if m in per_seed] + sorted(
-      set(per_seed) - set(models))
-  seeds_of = {m: sorted(per_seed[m]) for m in order}
-  return {
-      "source": "experiments.finetune (sfda_jax)",
-      "accuracies": {dataset: {m: float(np.mean(list(per_seed[m].values())))
-                               for m in order}},
-      "accuracy_std": {dataset: {
-          m: float(np.std(list(per_seed[m].values()), ddof=1))
-          if len(per_seed[m]) > 1 else None for m in order}},
-      "accuracy_seeds": {dataset: {
-          m: {str(s): per_seed[m][s] for s in seeds_of[m]} for m in order}},
-      "config": dict(config, seeds=sorted(set(seeds) | {
-          s for m in order for s in seeds_of[m]})),
-      "runs": runs,
-  }
 
 
 if __name__ == "__main__":

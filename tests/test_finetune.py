@@ -170,30 +170,30 @@ def test_finetune_refuses_a_test_set_of_training_images(tmp_path):
 
 
 def test_seeded_ground_truth_payload_and_resume_rules(tmp_path):
-  from experiments import finetune as entry
+  from sfda_jax.evaluation import ground_truth as entry
   runs = [{"model": "a", "seed": s, "learning_rate": lr, "weight_decay": 0.0,
            "test_accuracy": acc}
           for s, lr, acc in ((0, 0.1, 0.5), (0, 0.01, 0.7), (1, 0.1, 0.9),
                              (1, 0.01, 0.6))]
   runs.append({"model": "b", "learning_rate": 0.1, "weight_decay": 0.0,
                "test_accuracy": 0.4})           # pre --seeds: config seed
-  p = entry._payload("ds", runs, [0, 1], ["a", "b"], {"seed": 0}, 0)
+  p = entry.seeded_payload("ds", runs, [0, 1], ["a", "b"], {"seed": 0}, 0)
   assert p["accuracy_seeds"]["ds"] == {"a": {"0": 0.7, "1": 0.9},
                                        "b": {"0": 0.4}}
   assert p["accuracies"]["ds"] == {"a": pytest.approx(0.8), "b": 0.4}
   assert p["accuracy_std"]["ds"]["a"] == pytest.approx(np.std([0.7, 0.9],
                                                               ddof=1))
   assert p["accuracy_std"]["ds"]["b"] is None
-  assert entry._seeds(None, 3) == [3] and entry._seeds(["0", "2"], 3) == [0, 2]
+  assert entry.parse_seeds(None, 3) == [3] and entry.parse_seeds(["0", "2"], 3) == [0, 2]
   with pytest.raises(ValueError, match="integers"):
-    entry._seeds(["x"], 0)
+    entry.parse_seeds(["x"], 0)
   with pytest.raises(ValueError, match="duplicates"):
-    entry._seeds(["1", "1"], 0)
+    entry.parse_seeds(["1", "1"], 0)
   config = {"mode": "full", "steps": 5, "batch_size": 2, "image_size": 32,
             "train": "t", "test": "u", "seed": 0}
   path = tmp_path / "gt.json"
-  assert entry._resumable_runs(str(path), config) == []
+  assert entry.resumable_runs(str(path), config) == []
   path.write_text(json.dumps({"config": config, "runs": runs}))
-  assert entry._resumable_runs(str(path), config) == runs
+  assert entry.resumable_runs(str(path), config) == runs
   with pytest.raises(ValueError, match="different settings .*steps"):
-    entry._resumable_runs(str(path), dict(config, steps=6))
+    entry.resumable_runs(str(path), dict(config, steps=6))

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
+import json
+import os
 from typing import Sequence
+
+import numpy as np
 
 from absl import logging
 
 from sfda_jax import report
 
-__all__ = ["COMMITTED", "committed_path", "resolve"]
+__all__ = ["COMMITTED", "committed_path", "parse_seeds", "resolve",
+           "resumable_runs", "run_key", "seeded_payload"]
 
 #: Committed fine-tune accuracies used by ``ground_truth="auto"``: dataset ->
 #: file name in ``sfda_jax/evaluation/ground_truth/``.
@@ -74,3 +79,68 @@ def resolve(spec: str, dataset: str, models: Sequence[str]
     logging.warning("ground truth names models that were not ranked: %s",
                     extra)
   return path, {m: known[m] for m in models}
+
+
+# Fine-tuning records with several training seeds (experiments.finetune).
+
+def parse_seeds(given, default: int) -> list[int]:
+  if not given:
+    return [int(default)]
+  try:
+    seeds = [int(s) for s in given]
+  except ValueError:
+    raise ValueError(f"--seeds takes integers, got {given}.") from None
+  if len(set(seeds)) != len(seeds):
+    raise ValueError(f"--seeds has duplicates: {given}.")
+  return seeds
+
+
+def run_key(run: dict, default_seed: int) -> tuple:
+  """A run's identity; files written before --seeds have no "seed" (it was
+  the config's)."""
+  return (run["model"], int(run.get("seed", default_seed)),
+          float(run["learning_rate"]), float(run["weight_decay"]))
+
+
+def resumable_runs(path: str, config: dict) -> list[dict]:
+  """The finished runs of an earlier call with the same settings, or []
+  when ``path`` does not exist. Different settings raise (a resume must not
+  mix them)."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    old = json.load(f)
+  keys = ("mode", "steps", "batch_size", "image_size", "train", "test",
+          "seed")
+  differ = [k for k in keys if old.get("config", {}).get(k) != config[k]]
+  if differ:
+    raise ValueError(
+        f"{path} exists with different settings ({', '.join(differ)}); "
+        "pass another --output, or delete it to start over.")
+  return list(old.get("runs", []))
+
+
+def seeded_payload(dataset, runs, seeds, models, config, default_seed) -> dict:
+  """Per model: best accuracy over the grid per seed; mean and std over the
+  seeds that finished (the models/seeds still running are left out)."""
+  per_seed: dict[str, dict[int, float]] = {}
+  for r in runs:
+    _, seed, _, _ = run_key(r, default_seed)
+    cell = per_seed.setdefault(r["model"], {})
+    cell[seed] = max(cell.get(seed, 0.0), float(r["test_accuracy"]))
+  order = [m for m in models if m in per_seed] + sorted(
+      set(per_seed) - set(models))
+  seeds_of = {m: sorted(per_seed[m]) for m in order}
+  return {
+      "source": "experiments.finetune (sfda_jax)",
+      "accuracies": {dataset: {m: float(np.mean(list(per_seed[m].values())))
+                               for m in order}},
+      "accuracy_std": {dataset: {
+          m: float(np.std(list(per_seed[m].values()), ddof=1))
+          if len(per_seed[m]) > 1 else None for m in order}},
+      "accuracy_seeds": {dataset: {
+          m: {str(s): per_seed[m][s] for s in seeds_of[m]} for m in order}},
+      "config": dict(config, seeds=sorted(set(seeds) | {
+          s for m in order for s in seeds_of[m]})),
+      "runs": runs,
+  }
