@@ -111,7 +111,7 @@ def resumable_runs(path: str, config: dict) -> list[dict]:
   with open(path) as f:
     old = json.load(f)
   keys = ("mode", "steps", "batch_size", "image_size", "train", "test",
-          "seed")
+          "seed", "shuffle")
   differ = [k for k in keys if old.get("config", {}).get(k) != config[k]]
   if differ:
     raise ValueError(
