@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 from jax import lax
@@ -191,7 +191,8 @@ def resample_scores(features_by_model: Mapping[str, Any], labels: Any,
                     metrics: Sequence[str] = ("sfda", "logme"),
                     resamples: int = 32, fraction: float = 0.8,
                     seed: int = 0, replace: bool = False,
-                    full: ranking.ScoreResult | None = None
+                    full: ranking.ScoreResult | None = None,
+                    progress: Callable[[str, str], None] | None = None
                     ) -> ResampleResult:
   """Scores every model on ``resamples`` paired resamples of the target set.
 
@@ -209,6 +210,8 @@ def resample_scores(features_by_model: Mapping[str, Any], labels: Any,
     full: the full-data ``score_models(..., on_error="record")`` result of
       the same features, labels, metrics and seed, when the caller already
       has it (``rank_zoo`` does); computed otherwise.
+    progress: called as ``progress(metric, model)`` after each (metric,
+      model) cell is resampled (e.g. to advance a progress bar).
 
   Returns:
     A :class:`ResampleResult`. A (metric, model) cell that cannot be scored
@@ -281,6 +284,9 @@ def resample_scores(features_by_model: Mapping[str, Any], labels: Any,
         failures.setdefault(metric, {})[name] = (
             f"on a resample: {ranking._one_line(e)}")  # pylint: disable=protected-access
         continue
+      finally:
+        if progress is not None:
+          progress(metric, name)
       if not np.all(np.isfinite(v)):
         failures.setdefault(metric, {})[name] = (
             f"non-finite score on {int(np.sum(~np.isfinite(v)))} of "

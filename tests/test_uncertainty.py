@@ -147,3 +147,14 @@ def test_precomputed_full_scores_are_reused():
   with pytest.raises(ValueError, match="same models and metrics"):
     sfda_jax.resample_scores(feats, y, metrics=("hscore",), resamples=3,
                              full=full)
+
+
+def test_progress_is_called_once_per_cell():
+  a, b, y = _pair()
+  calls = []
+  sfda_jax.resample_scores({"a": a, "b": b, "flat": np.ones_like(a)}, y,
+                           metrics=("sfda", "hscore"), resamples=2,
+                           progress=lambda m, n: calls.append((m, n)))
+  # The constant model fails on the full data: it is never resampled.
+  assert sorted(calls) == [("hscore", "a"), ("hscore", "b"), ("sfda", "a"),
+                           ("sfda", "b")]

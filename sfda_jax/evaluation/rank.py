@@ -331,9 +331,15 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
   resampled = [m for m in metrics if m in ranking.FEATURE_METRICS]
   if config.resamples and resampled:
     t0 = time.perf_counter()
-    resampling = uncertainty.resample_scores(
-        feats, labels, metrics=resampled, resamples=config.resamples,
-        seed=config.seed, full=scored)
+    import tqdm  # pylint: disable=g-import-not-at-top
+    cells = sum(len(scored.scores[m]) for m in resampled)
+    with tqdm.tqdm(total=cells, unit="cell",
+                   desc=f"resampling ({config.resamples} x)") as bar:
+      resampling = uncertainty.resample_scores(
+          feats, labels, metrics=resampled, resamples=config.resamples,
+          seed=config.seed, full=scored,
+          progress=lambda m, n: (bar.set_postfix_str(f"{m} / {n}"),
+                                 bar.update()))
     timings["resampling"] = time.perf_counter() - t0
   if accuracies:
     _add_agreement_draws(agreement, scores, resampling, accuracies,
