@@ -30,7 +30,6 @@ import sys
 import time
 
 from absl import flags
-import numpy as np
 
 from experiments import _cli
 from sfda_jax import atomic
@@ -76,39 +75,6 @@ flags.DEFINE_integer("seed", 0, "Seed of the train/test subsets (and of "
 flags.DEFINE_list("seeds", None, "Training seeds (head initialisation, batch "
                   "order); the ground truth is each model's mean over them, "
                   "with its std and per-seed accuracies. Default: --seed.")
-
-
-_IN_MEMORY_BYTES = 2 << 30
-
-
-def _replayable(ds: data.ImageDataset, bb: backbones.Backbone,
-                batch_size: int, shuffle_seed: int | None = None):
-  """Zero-argument batch stream over ``ds`` preprocessed for ``bb``.
-
-  The preprocessed images are kept in memory when they fit in 2 GiB, so each
-  epoch after the first costs no decoding (a TFDS subset otherwise re-reads
-  the whole split per epoch); larger sets are streamed again every epoch, in
-  record order. In memory, ``shuffle_seed`` permutes the samples every epoch
-  (``default_rng([shuffle_seed, epoch])``): a training seed then varies the
-  batch order as well as the head's initialisation.
-  """
-  size = bb.preprocessing.image_size
-  if len(ds) * size * size * 3 * 4 > _IN_MEMORY_BYTES:
-    return lambda: ds.batches(bb.preprocessing, batch_size)
-  images, labels = zip(*ds.batches(bb.preprocessing, batch_size))
-  images, labels = np.concatenate(images), np.concatenate(labels)
-  epoch = [0]
-
-  def batches():
-    order = np.arange(len(labels))
-    if shuffle_seed is not None:
-      order = np.random.default_rng([shuffle_seed, epoch[0]]).permutation(
-          order)
-    epoch[0] += 1
-    return ((images[order[i:i + batch_size]], labels[order[i:i + batch_size]])
-            for i in range(0, len(labels), batch_size))
-
-  return batches
 
 
 def main(argv):
@@ -172,15 +138,16 @@ def main(argv):
                         for i in range(0, len(res.labels), bs))
       train_batches, test_batches = batches(tr), batches(te, 1024)
     else:
-      test_batches = _replayable(test, bb, FLAGS.batch_size)
+      test_batches = finetune.replayable_batches(test, bb.preprocessing,
+                                                  FLAGS.batch_size)
     for seed in seeds:
       for lr in lrs:
         for wd in wds:
           if (name, seed, lr, wd) in done:
             continue
           if FLAGS.mode != "linear_probe":      # a fresh epoch order per run
-            train_batches = _replayable(train, bb, FLAGS.batch_size,
-                                        shuffle_seed=seed)
+            train_batches = finetune.replayable_batches(
+                train, bb.preprocessing, FLAGS.batch_size, shuffle_seed=seed)
           config = finetune.FinetuneConfig(
               mode=FLAGS.mode, steps=FLAGS.steps,
               batch_size=FLAGS.batch_size, learning_rate=lr,

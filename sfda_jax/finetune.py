@@ -24,8 +24,8 @@ import tqdm
 
 from sfda_jax.backbones.base import Backbone
 
-__all__ = ["FinetuneConfig", "train_and_evaluate", "optimizer",
-           "masked_optimizer"]
+__all__ = ["FinetuneConfig", "replayable_batches", "train_and_evaluate",
+           "optimizer", "masked_optimizer"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +81,42 @@ def _cycle(make_batches) -> Iterator[tuple[np.ndarray, np.ndarray]]:
       yield batch
     if not yielded:
       raise ValueError("the training dataset yielded no batches.")
+
+
+_IN_MEMORY_BYTES = 2 << 30
+
+
+def replayable_batches(ds: Any, preprocessing: Any, batch_size: int,
+                       shuffle_seed: int | None = None):
+  """Zero-argument batch stream over ``ds`` (anything with ``__len__`` and
+  ``batches(preprocessing, batch_size)``, e.g. ``sfda_jax.data.load(...)``)
+  for :func:`train_and_evaluate`.
+
+  The preprocessed images are kept in memory when they fit in 2 GiB, so each
+  epoch after the first costs no decoding (a TFDS subset otherwise re-reads
+  the whole split per epoch); larger sets are streamed again every epoch, in
+  record order. In memory, ``shuffle_seed`` permutes the samples every epoch
+  (``default_rng([shuffle_seed, epoch])``): a training seed then varies the
+  batch order as well as the head's initialisation.
+  """
+  size = preprocessing.image_size
+  if len(ds) * size * size * 3 * 4 > _IN_MEMORY_BYTES:
+    return lambda: ds.batches(preprocessing, batch_size)
+  images, labels = zip(*ds.batches(preprocessing, batch_size))
+  images, labels = np.concatenate(images), np.concatenate(labels)
+  epoch = [0]
+
+  def batches():
+    order = np.arange(len(labels))
+    if shuffle_seed is not None:
+      order = np.random.default_rng([shuffle_seed, epoch[0]]).permutation(
+          order)
+    epoch[0] += 1
+    return ((images[order[i:i + batch_size]], labels[order[i:i + batch_size]])
+            for i in range(0, len(labels), batch_size))
+
+  return batches
+
 
 
 def train_and_evaluate(backbone: Backbone, train_batches, test_batches,

@@ -200,8 +200,6 @@ def test_seeded_ground_truth_payload_and_resume_rules(tmp_path):
 
 
 def test_training_seed_shuffles_the_epoch_order():
-  from experiments import finetune as entry
-
   class _Tiny:
     def batches(self, preprocessing, batch_size):
       del preprocessing
@@ -212,12 +210,11 @@ def test_training_seed_shuffles_the_epoch_order():
     def __len__(self):
       return 10
 
-  class _BB:
-    preprocessing = Preprocessing(image_size=1, resize_size=1,
-                                  mean=(0.0,) * 3, std=(1.0,) * 3)
+  pre = Preprocessing(image_size=1, resize_size=1, mean=(0.0,) * 3,
+                      std=(1.0,) * 3)
 
   def order(seed, epochs=2):
-    stream = entry._replayable(_Tiny(), _BB(), 4, shuffle_seed=seed)
+    stream = finetune.replayable_batches(_Tiny(), pre, 4, shuffle_seed=seed)
     return [np.concatenate([y for _, y in stream()]).tolist()
             for _ in range(epochs)]
 
