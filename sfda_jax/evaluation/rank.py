@@ -26,7 +26,6 @@ import time
 from typing import Any, Sequence
 
 from absl import logging
-
 import numpy as np
 
 from sfda_jax import checks
@@ -346,9 +345,15 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
                          _seed_accuracies(gt_file, dataset_name, accuracies))
   prior_scores, prior_agreement = None, {}
   if config.priors:
-    prior_scores = priors_lib.prior_scores(
-        sorted(feats), accuracies=_other_datasets(gt_file, dataset_name),
-        target=dataset_name)
+    try:
+      prior_scores = priors_lib.prior_scores(
+          sorted(feats), accuracies=_other_datasets(gt_file, dataset_name),
+          target=dataset_name)
+    except ValueError as e:       # e.g. another dataset with equal accuracies
+      partial = priors_lib.prior_scores(sorted(feats))
+      prior_scores = priors_lib.PriorScores(
+          scores=partial.scores,
+          omitted={**partial.omitted, "lodo": ranking._one_line(e)})  # pylint: disable=protected-access
     for prior, why in prior_scores.omitted.items():
       logging.info("prior %s left out: %s", prior, why)
     if accuracies:
@@ -419,11 +424,7 @@ def _add_agreement_draws(agreement, scores, resampling, accuracies,
 def _seed_accuracies(gt_file, dataset, accuracies):
   """``[{model: accuracy}]`` per fine-tune seed from the ground truth's
   ``accuracy_seeds`` when every ranked model has every seed; else None."""
-  if gt_file is None:
-    return None
-  import json  # pylint: disable=g-import-not-at-top
-  with open(gt_file) as f:
-    per_model = json.load(f).get("accuracy_seeds", {}).get(dataset)
+  per_model = _document(gt_file).get("accuracy_seeds", {}).get(dataset)
   if not per_model or not set(accuracies) <= set(per_model):
     return None
   seed_sets = [set(per_model[m]) for m in accuracies]
@@ -437,11 +438,10 @@ def _other_datasets(gt_file: str | None, dataset: str):
   """The ground-truth file's whole ``{dataset: {model: accuracy}}`` table
   when it holds a dataset other than ``dataset`` (for the lodo prior);
   otherwise None."""
-  if gt_file is None:
+  table = _document(gt_file).get("accuracies", {})
+  if not isinstance(table, dict) or not all(
+      isinstance(row, dict) for row in table.values()):
     return None
-  import json  # pylint: disable=g-import-not-at-top
-  with open(gt_file) as f:
-    table = json.load(f).get("accuracies", {})
   return table if set(table) - {dataset} else None
 
 
@@ -450,9 +450,17 @@ def _image_size(requested: int | None, gt_file: str | None) -> int:
   ground truth file's ``config.image_size`` (0 when it states none)."""
   if requested is not None:
     return int(requested)
+  size = _document(gt_file).get("config", {}).get("image_size")
+  return int(size) if isinstance(size, int) and size > 0 else 0
+
+
+def _document(gt_file: str | None) -> dict:
+  """The ground-truth file's JSON (``{}`` for none): the extra fields the
+  agreement uses beside ``resolve``'s accuracies (other datasets for lodo,
+  per-seed accuracies, the fine-tune resolution)."""
   if gt_file is None:
-    return 0
+    return {}
   import json  # pylint: disable=g-import-not-at-top
   with open(gt_file) as f:
-    size = json.load(f).get("config", {}).get("image_size")
-  return int(size) if isinstance(size, int) and size > 0 else 0
+    doc = json.load(f)
+  return doc if isinstance(doc, dict) else {}

@@ -114,6 +114,15 @@ def test_rank_reports_resampling_and_priors(features_dir, tmp_path):
                    output_dir=tmp_path / "off")
   assert result.resampling is None and result.priors is None
   assert "+- std" not in result.tables()
+  # A second dataset whose accuracies are all equal: lodo is left out with
+  # the reason, the ranking still completes.
+  gt.write_text(json.dumps({"accuracies": {
+      "my_data": {"res_net_a": 90.0, "net_b": 80.0, "net_c": 70.0},
+      "flat": {"res_net_a": 50.0, "net_b": 50.0}}}))
+  result, _ = rank(tmp_path, dataset=str(d), ground_truth=str(gt),
+                   metrics=("sfda",), resamples=0,
+                   output_dir=tmp_path / "flat")
+  assert "equal accuracies" in result.priors.omitted["lodo"]
 
 
 def test_rank_resampling_bad_input_before_scoring(features_dir, tmp_path):
