@@ -374,7 +374,8 @@ def test_rank_cifar10_under_mock_data_with_tiny_hf_models(tmp_path):
   assert set(payload["agreement"]) == {"sfda", "logme", "hscore", "leep"}
   assert (out / "results.csv").exists() and (out / "ranking.png").exists()
   assert set(result.timings) == {*(f"extract/{m}" for m in models),
-                                 "scoring", "total"}
+                                 "scoring", "resampling", "total"}
+  assert set(payload["resampling"]["std"]) == {"sfda", "logme", "hscore"}
 
 
 @pytest.mark.slow
