@@ -96,13 +96,13 @@ def _image_folder(root, counts):
 def test_finetune_entry_point_on_a_folder_records_its_split(tmp_path):
   folder = _image_folder(tmp_path / "pets", {"cat": 8, "dog": 6, "emu": 4})
   out = tmp_path / "gt.json"
-  proc = run_entry_point(
-      ["experiments.finetune", "--mode=linear_probe",
-       "--models=efficientnet_lite0,efficientnet_lite0@random",
-       "--image_size=32", "--steps=5", f"--dataset={folder}",
-       "--num_examples=0", "--test_examples=0", "--test_fraction=0.25",
-       "--seed=1", "--seeds=0,1", f"--cache_dir={tmp_path / 'cache'}",
-       f"--output={out}"], cwd=REPO_ROOT)
+  command = ["experiments.finetune", "--mode=linear_probe",
+             "--models=efficientnet_lite0,efficientnet_lite0@random",
+             "--image_size=32", "--steps=5", f"--dataset={folder}",
+             "--num_examples=0", "--test_examples=0", "--test_fraction=0.25",
+             "--seed=1", "--seeds=0,1", f"--cache_dir={tmp_path / 'cache'}",
+             f"--output={out}"]
+  proc = run_entry_point(command, cwd=REPO_ROOT)
   assert proc.returncode == 0, proc.stderr[-3000:]
   payload = json.loads(out.read_text())
   assert payload["complete"] is True
@@ -112,13 +112,7 @@ def test_finetune_entry_point_on_a_folder_records_its_split(tmp_path):
     assert payload["accuracies"][str(folder)][model] == pytest.approx(
         np.mean(list(per.values())))
   # The same command again resumes: every run is kept, none redone.
-  again = run_entry_point(
-      ["experiments.finetune", "--mode=linear_probe",
-       "--models=efficientnet_lite0,efficientnet_lite0@random",
-       "--image_size=32", "--steps=5", f"--dataset={folder}",
-       "--num_examples=0", "--test_examples=0", "--test_fraction=0.25",
-       "--seed=1", "--seeds=0,1", f"--cache_dir={tmp_path / 'cache'}",
-       f"--output={out}"], cwd=REPO_ROOT)
+  again = run_entry_point(command, cwd=REPO_ROOT)
   assert again.returncode == 0, again.stderr[-3000:]
   assert "8 finished run(s) kept" in again.stdout
   assert json.loads(out.read_text())["runs"] == payload["runs"]
