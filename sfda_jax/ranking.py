@@ -51,14 +51,16 @@ def _batched_fn(metric: str, num_args: int, static: tuple):
   D=2048, C=100; BUILD_NOTES.md).
   """
   core = functools.partial(registry.REGISTRY[metric].core, **dict(static))
+  return jax.jit(lambda stacked, *args: batch_map(
+      lambda x: core(x, *args), stacked))
 
-  def scores(stacked, *args):
-    return lax.platform_dependent(
-        stacked,
-        cpu=lambda xs: lax.map(lambda x: core(x, *args), xs),
-        default=lambda xs: jax.vmap(lambda x: core(x, *args))(xs))
 
-  return jax.jit(scores)
+def batch_map(fn: Callable, xs: Any) -> Any:
+  """``fn`` over the leading axis of the pytree ``xs``, inside jit:
+  ``lax.map`` on CPU, ``vmap`` elsewhere (see :func:`_batched_fn` for why).
+  The one batching rule of ``score_models`` and ``resample_scores``."""
+  return lax.platform_dependent(
+      xs, cpu=lambda v: lax.map(fn, v), default=lambda v: jax.vmap(fn)(v))
 
 
 #: ``score_models(on_error=...)`` values.
@@ -215,6 +217,36 @@ def _score_batched(metric: str, feats: Mapping[str, jax.Array],
         cells.scores[metric][name] = _runner.finish(spec, v, name)
 
 
+def metric_options(specs: Mapping[str, Any], seed: int) -> dict[str, dict]:
+  """Each metric's options: its defaults, with ``seed`` in the option it
+  seeds (NLEEP's mixture), checked."""
+  return {m: spec.options(**({spec.seeded_option: seed}
+                             if spec.seeded_option else {}))
+          for m, spec in specs.items()}
+
+
+def checked_features(features_by_model: Mapping[str, Any], labels: Any
+                     ) -> tuple[dict[str, jax.Array],
+                                _validation.EncodedLabels]:
+  """The structure checks of every model's features, then the labels, as
+  the single-metric functions order them; one row per label.
+
+  Returns:
+    ``({model: features}, encoded labels)``; values (NaN, range) are checked
+    per cell later.
+  """
+  feats = {name: _validation.check_features(
+      f, name=f"features of model {name!r}", check_values=False)
+           for name, f in features_by_model.items()}
+  enc = _validation.encode_labels(labels)
+  n = enc.codes.shape[0]
+  for name, x in feats.items():
+    if x.shape[0] != n:
+      raise ValueError(f"length mismatch: features of model {name!r} have "
+                       f"{x.shape[0]} rows but labels has {n} entries.")
+  return feats, enc
+
+
 def score_models(features_by_model: Mapping[str, Any], labels: Any,
                  metrics: Sequence[str] = FEATURE_METRICS,
                  source_probs_by_model: Mapping[str, Any] | None = None,
@@ -292,19 +324,9 @@ def score_models(features_by_model: Mapping[str, Any], labels: Any,
     raise ValueError(f"source_probs_by_model names models without features: "
                      f"{extra}.")
   specs = {m: registry.REGISTRY[m] for m in metrics}
-  options = {m: spec.options(**({spec.seeded_option: seed}
-                                if spec.seeded_option else {}))
-             for m, spec in specs.items()}
-  # Structure first, then the labels, as the single-metric functions do.
-  feats = {name: _validation.check_features(
-      f, name=f"features of model {name!r}", check_values=False)
-           for name, f in features_by_model.items()}
-  enc = _validation.encode_labels(labels)
+  options = metric_options(specs, seed)
+  feats, enc = checked_features(features_by_model, labels)
   n = enc.codes.shape[0]
-  for name, x in feats.items():
-    if x.shape[0] != n:
-      raise ValueError(f"length mismatch: features of model {name!r} have "
-                       f"{x.shape[0]} rows but labels has {n} entries.")
   for name, p in source_probs_by_model.items():
     shape = np.shape(p)
     if len(shape) != 2 or shape[0] != n:

@@ -28,7 +28,6 @@ import functools
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
-from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
@@ -140,12 +139,7 @@ def resample_indices(codes: np.ndarray, resamples: int = 32,
   for b in range(resamples):
     rng = np.random.default_rng([int(seed), b])
     quotas = sampling.stratified_quotas(counts, n, rng)
-    if replace:
-      rows = [rng.choice(np.flatnonzero(codes == k), size=int(q),
-                         replace=True) for k, q in enumerate(quotas)]
-      out[b] = np.sort(np.concatenate(rows))
-    else:
-      out[b] = sampling.draw_per_class(codes, quotas, rng)
+    out[b] = sampling.draw_per_class(codes, quotas, rng, replace=replace)
   return out
 
 
@@ -159,19 +153,8 @@ def _subset(enc, rows):
 def _resampled_fn(metric: str, static: tuple):
   """One jitted call: the metric's core on ``x[idx[b]]`` for every ``b``."""
   core = functools.partial(registry.REGISTRY[metric].core, **dict(static))
-
-  def one(x, item):
-    idx, args = item
-    return core(x[idx], *args)
-
-  def scores(x, idx, *args):
-    return lax.platform_dependent(
-        idx, *args,
-        cpu=lambda i, *a: lax.map(lambda it: one(x, it), (i, a)),
-        default=lambda i, *a: jax.vmap(lambda ii, *aa: one(x, (ii, aa)))(
-            i, *a))
-
-  return jax.jit(scores)
+  return jax.jit(lambda x, idx, *args: ranking.batch_map(
+      lambda item: core(x[item[0]], *item[1]), (idx, args)))
 
 
 def _resample_batched(spec, x, enc, idx, options):
@@ -239,17 +222,9 @@ def resample_scores(features_by_model: Mapping[str, Any], labels: Any,
   if wrong:
     raise ValueError(f"resample_scores scores feature metrics; {wrong} "
                      f"is not one of {list(registry.FEATURE_METRICS)}.")
-  feats = {name: _validation.check_features(
-      f, name=f"features of model {name!r}", check_values=False)
-           for name, f in features_by_model.items()}
-  if not feats:
+  if not features_by_model:
     raise ValueError("features_by_model is empty.")
-  enc = _validation.encode_labels(labels)
-  for name, x in feats.items():
-    if x.shape[0] != enc.codes.shape[0]:
-      raise ValueError(f"length mismatch: features of model {name!r} have "
-                       f"{x.shape[0]} rows but labels has "
-                       f"{enc.codes.shape[0]} entries.")
+  feats, enc = ranking.checked_features(features_by_model, labels)
   idx = resample_indices(enc.codes, resamples, fraction, seed, replace,
                          class_names=list(enc.classes))
   if full is None:
@@ -264,9 +239,7 @@ def resample_scores(features_by_model: Mapping[str, Any], labels: Any,
   values: dict[str, dict[str, np.ndarray]] = {}
   cells = ranking._Cells(metrics, "record")  # pylint: disable=protected-access
   specs = {m: registry.REGISTRY[m] for m in metrics}
-  options = {m: spec.options(**({spec.seeded_option: seed}
-                                if spec.seeded_option else {}))
-             for m, spec in specs.items()}
+  options = ranking.metric_options(specs, seed)
   scales = ranking._feature_scales(  # pylint: disable=protected-access
       feats, list(metrics), enc, options, cells)
   for metric, spec in specs.items():

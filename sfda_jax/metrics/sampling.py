@@ -45,14 +45,16 @@ def stratified_quotas(counts: np.ndarray, num_samples: int,
 
 
 def draw_per_class(codes: np.ndarray, quotas: np.ndarray,
-                   rng: np.random.Generator) -> np.ndarray:
-  """``quotas[k]`` random indices (without replacement) of each class ``k``.
+                   rng: np.random.Generator, replace: bool = False
+                   ) -> np.ndarray:
+  """``quotas[k]`` random indices of each class ``k``, without replacement
+  (or with it: a stratified bootstrap).
 
   ``codes`` holds each sample's class code ``0..K-1``; returns the chosen
   indices sorted (int64).
   """
   chosen = [rng.choice(np.flatnonzero(codes == k), size=int(q),
-                       replace=False)
+                       replace=replace)
             for k, q in enumerate(quotas) if q > 0]
   if not chosen:
     return np.zeros((0,), np.int64)
