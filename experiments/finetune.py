@@ -140,6 +140,8 @@ def main(argv):
     else:
       test_batches = finetune.replayable_batches(test, bb.preprocessing,
                                                   FLAGS.batch_size)
+      train_data = finetune.preload(train, bb.preprocessing,
+                                    FLAGS.batch_size)   # once per model
     for seed in seeds:
       for lr in lrs:
         for wd in wds:
@@ -147,7 +149,8 @@ def main(argv):
             continue
           if FLAGS.mode != "linear_probe":      # a fresh epoch order per run
             train_batches = finetune.replayable_batches(
-                train, bb.preprocessing, FLAGS.batch_size, shuffle_seed=seed)
+                train, bb.preprocessing, FLAGS.batch_size, shuffle_seed=seed,
+                preloaded=train_data)
           config = finetune.FinetuneConfig(
               mode=FLAGS.mode, steps=FLAGS.steps,
               batch_size=FLAGS.batch_size, learning_rate=lr,

@@ -24,8 +24,8 @@ import tqdm
 
 from sfda_jax.backbones.base import Backbone
 
-__all__ = ["FinetuneConfig", "replayable_batches", "train_and_evaluate",
-           "optimizer", "masked_optimizer"]
+__all__ = ["FinetuneConfig", "preload", "replayable_batches",
+           "train_and_evaluate", "optimizer", "masked_optimizer"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +86,20 @@ def _cycle(make_batches) -> Iterator[tuple[np.ndarray, np.ndarray]]:
 _IN_MEMORY_BYTES = 2 << 30
 
 
+def preload(ds: Any, preprocessing: Any, batch_size: int
+            ) -> tuple[np.ndarray, np.ndarray] | None:
+  """``ds`` preprocessed into memory as ``(images, labels)`` when it fits in
+  2 GiB, else ``None`` (see :func:`replayable_batches`)."""
+  size = preprocessing.image_size
+  if len(ds) * size * size * 3 * 4 > _IN_MEMORY_BYTES:
+    return None
+  images, labels = zip(*ds.batches(preprocessing, batch_size))
+  return np.concatenate(images), np.concatenate(labels)
+
+
 def replayable_batches(ds: Any, preprocessing: Any, batch_size: int,
-                       shuffle_seed: int | None = None):
+                       shuffle_seed: int | None = None,
+                       preloaded: Any = False):
   """Zero-argument batch stream over ``ds`` (anything with ``__len__`` and
   ``batches(preprocessing, batch_size)``, e.g. ``sfda_jax.data.load(...)``)
   for :func:`train_and_evaluate`.
@@ -97,13 +109,15 @@ def replayable_batches(ds: Any, preprocessing: Any, batch_size: int,
   the whole split per epoch); larger sets are streamed again every epoch, in
   record order. In memory, ``shuffle_seed`` permutes the samples every epoch
   (``default_rng([shuffle_seed, epoch])``): a training seed then varies the
-  batch order as well as the head's initialisation.
+  batch order as well as the head's initialisation. ``preloaded``: the
+  result of :func:`preload` for the same arguments, so several runs share
+  one decoding pass (default: preload here).
   """
-  size = preprocessing.image_size
-  if len(ds) * size * size * 3 * 4 > _IN_MEMORY_BYTES:
+  if preloaded is False:
+    preloaded = preload(ds, preprocessing, batch_size)
+  if preloaded is None:
     return lambda: ds.batches(preprocessing, batch_size)
-  images, labels = zip(*ds.batches(preprocessing, batch_size))
-  images, labels = np.concatenate(images), np.concatenate(labels)
+  images, labels = preloaded
   epoch = [0]
 
   def batches():
