@@ -30,6 +30,7 @@ EXTRAS = {
         "absl-py>=2.1",
         "tqdm>=4.66",
         "pillow>=10.0",
+        "scikit-learn>=1.5",   # the offline 'digits' dataset
         "tensorflow-cpu>=2.21,<2.22",
         "tensorflow-datasets>=4.9.10",
         # tensorflow-datasets 4.9.10 imports importlib_resources in its

@@ -26,9 +26,12 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "fashion_mnist", "TFDS name, image folder, or "
                     "a directory of precomputed *_feature.npy/_label.npy.")
 flags.DEFINE_string("models", "auto", "Comma-separated backbone names "
-                    "(append @random for a randomly initialised control), or "
-                    "a named zoo: offline, online. 'auto': offline for "
-                    "fashion_mnist and folders, online otherwise.")
+                    "(append @random for a randomly initialised control, "
+                    ":stage6 etc. to cut an offline network after a stage; "
+                    "'pixels': the raw-pixel baseline), or a named zoo: "
+                    "offline, bench (issue 12's 14 candidates), online. "
+                    "'auto': offline for fashion_mnist, digits and folders, "
+                    "online otherwise.")
 flags.DEFINE_list("metrics", [], "Metrics (default: all that apply).")
 flags.DEFINE_string("split", "train", "Dataset split.")
 flags.DEFINE_integer("num_examples", 2000, "Class-stratified subset size "

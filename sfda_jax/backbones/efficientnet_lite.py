@@ -63,6 +63,10 @@ __all__ = [
     "FEATURE_DIM",
     "MBConvBlock",
     "block_specs",
+    "NUM_STAGES",
+    "stage_channels",
+    "stage_ends",
+    "truncate_variables",
     "convert_state_dict",
     "load_pretrained",
     "preprocess",
@@ -194,6 +198,28 @@ def block_specs(width: float,
                     expansion))
       in_channels = out_channels
   return specs
+
+
+#: Stages of MBConv blocks (a cut ``stage{k}`` ends after stage ``k``).
+NUM_STAGES = len(STAGES)
+
+
+def stage_ends(width: float, depth: float) -> list[int]:
+  """Blocks through each stage: ``[n_1, n_1 + n_2, ...]`` (``NUM_STAGES``
+  entries; the last is ``len(block_specs(width, depth))``)."""
+  del width  # the block count does not depend on it
+  ends, total = [], 0
+  for stage, (repeats, *_) in enumerate(STAGES):
+    if 0 < stage < len(STAGES) - 1:
+      repeats = round_repeats(repeats, depth)
+    total += repeats
+    ends.append(total)
+  return ends
+
+
+def stage_channels(width: float) -> list[int]:
+  """Output channels of each stage (the feature dimension of a cut there)."""
+  return [round_filters(out, width) for *_, out in STAGES]
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -350,6 +376,11 @@ class EfficientNetLite(nn.Module):
       :class:`DepthwiseConv`).
     dtype: Computation dtype. Parameters stay float32; features and logits
       are returned as float32.
+    stop_after_stage: ``None`` (the whole network), or ``k`` in
+      ``1..NUM_STAGES``: the network ends after stage ``k``'s last block and
+      returns that block's globally average-pooled output (``stage_channels
+      (width)[k - 1]`` features) and no logits; the later blocks, the head
+      conv and the classifier have no variables.
   """
 
   width: float = 1.0
@@ -359,6 +390,7 @@ class EfficientNetLite(nn.Module):
   dropout_rate: float = 0.0
   depthwise_impl: str = "auto"
   dtype: Any = jnp.float32
+  stop_after_stage: int | None = None
 
   @classmethod
   def from_name(cls, name: str, **kwargs: Any) -> EfficientNetLite:
@@ -392,8 +424,17 @@ class EfficientNetLite(nn.Module):
     Returns:
       ``(features, logits)``: the globally average-pooled head activations
       ``[B, 1280]`` and the classifier outputs ``[B, num_classes]``, both
-      float32.
+      float32; with ``stop_after_stage``, the pooled stage output and
+      ``None``.
     """
+    stop = self.stop_after_stage
+    if stop is not None and (isinstance(stop, bool) or stop not in range(
+        1, NUM_STAGES + 1)):
+      raise ValueError(f"stop_after_stage must be None or 1..{NUM_STAGES}, "
+                       f"got {stop!r}.")
+    specs = block_specs(self.width, self.depth)
+    if stop is not None:
+      specs = specs[:stage_ends(self.width, self.depth)[stop - 1]]
     x = jnp.asarray(images, self.dtype)
     x = nn.Conv(STEM_CHANNELS, (3, 3),
                 strides=(2, 2),
@@ -402,11 +443,13 @@ class EfficientNetLite(nn.Module):
                 dtype=self.dtype,
                 name="conv_stem")(x)
     x = nn.relu6(_batch_norm(train, self.dtype, "bn0")(x))
-    for i, spec in enumerate(block_specs(self.width, self.depth)):
+    for i, spec in enumerate(specs):
       x = MBConvBlock(*spec,
                       depthwise_impl=self.depthwise_impl,
                       dtype=self.dtype,
                       name=f"blocks_{i}")(x, train)
+    if stop is not None:
+      return jnp.mean(x.astype(jnp.float32), axis=(1, 2)), None
     x = nn.Conv(FEATURE_DIM, (1, 1),
                 use_bias=False,
                 dtype=self.dtype,
@@ -606,6 +649,26 @@ def random_init(module: EfficientNetLite, seed: int = 0) -> dict[str, Any]:
   return jax.tree_util.tree_map_with_path(draw, _variable_shapes(module))
 
 
+def truncate_variables(variables: Mapping[str, Any],
+                       module: EfficientNetLite) -> dict[str, Any]:
+  """The subset of ``variables`` (of the whole network) that ``module``
+  (e.g. one with ``stop_after_stage``) uses; shapes must match."""
+  shapes = _variable_shapes(module)
+
+  def pick(tree, shape_tree, path):
+    if not isinstance(shape_tree, Mapping):
+      if tuple(np.shape(tree)) != tuple(shape_tree.shape):
+        raise ValueError(f"{'/'.join(path)}: shape {np.shape(tree)}, the "
+                         f"module expects {tuple(shape_tree.shape)}.")
+      return tree
+    missing = [k for k in shape_tree if k not in tree]
+    if missing:
+      raise ValueError(f"{'/'.join(path) or 'variables'} lacks {missing}.")
+    return {k: pick(tree[k], v, path + (k,)) for k, v in shape_tree.items()}
+
+  return pick(variables, shapes, ())
+
+
 def load_pretrained(
     name: str, **module_kwargs: Any) -> tuple[EfficientNetLite, dict[str, Any]]:
   """Builds a named variant with its ImageNet weights from the pip package.
@@ -617,7 +680,9 @@ def load_pretrained(
 
   Returns:
     ``(module, variables)``; ``module.apply(variables, images)`` gives
-    ``(features [B, 1280], logits [B, 1000])``.
+    ``(features [B, 1280], logits [B, 1000])`` (with ``stop_after_stage=k``
+    in ``module_kwargs``: the pooled stage-``k`` output and ``None``, and
+    only the variables that part of the network uses).
 
   Raises:
     ModuleNotFoundError: If the weights package is missing; the message gives
@@ -625,4 +690,8 @@ def load_pretrained(
   """
   module = EfficientNetLite.from_name(name, **module_kwargs)
   state_dict = load_legacy_state_dict(weights_path(name))
-  return module, convert_state_dict(state_dict, module)
+  if module.stop_after_stage is None:
+    return module, convert_state_dict(state_dict, module)
+  whole = module.clone(stop_after_stage=None)
+  return module, truncate_variables(convert_state_dict(state_dict, whole),
+                                    module)

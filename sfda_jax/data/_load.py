@@ -57,8 +57,12 @@ def load(name: str, split: str = "train", num_examples: int | None = None,
 
   Args:
     name: a TFDS name (``cifar10``, ``oxford_flowers102``, ``voc2007``,
-      ``fashion_mnist``, ``name/config:version``...), or the path of an image
-      folder with one sub-folder per class (sorted names = classes).
+      ``fashion_mnist``, ``name/config:version``...), ``digits``
+      (scikit-learn's 1,797 8 x 8 handwritten digits, offline; fixed
+      stratified ``train`` / ``test`` splits of 1,258 / 539 images, see
+      ``sfda_jax/data/_digits.py``), or the path of an image folder with one
+      sub-folder per class (sorted names = classes; a folder called
+      ``digits`` is reached as ``./digits``).
     split: TFDS split (``train``, ``test``, slices like ``train[:10%]``); for
       a folder only a name (the whole folder is one split), unless
       ``test_fraction`` is given: then ``"train"`` or ``"test"``, the part.
@@ -104,6 +108,13 @@ def load(name: str, split: str = "train", num_examples: int | None = None,
   if not isinstance(split, str) or not split:
     raise ValueError(f"split must be a non-empty string, got {split!r}.")
   _check_test_fraction(test_fraction, split)
+  if name == "digits":
+    if test_fraction is not None:
+      raise ValueError("test_fraction partitions an image folder; 'digits' "
+                       "has fixed 'train' and 'test' splits already.")
+    # pylint: disable-next=g-import-not-at-top
+    from sfda_jax.data._digits import DigitsSource
+    return ImageDataset(DigitsSource(split), num_examples, seed, None)
   if _is_folder(name):
     # pylint: disable-next=g-import-not-at-top
     from sfda_jax.data._folder import FolderSource

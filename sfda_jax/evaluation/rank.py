@@ -42,6 +42,14 @@ __all__ = ["ZOOS", "RankConfig", "RankResult", "model_names", "rank_zoo"]
 ZOOS = {
     "offline": ("efficientnet_lite0", "efficientnet_lite1",
                 "efficientnet_lite2", "efficientnet_lite0@random"),
+    # Issue 12's benchmark zoo: each offline network whole and cut after
+    # stages 6, 5 and 4 (pooled stage outputs), a random-init control and
+    # the raw-pixel baseline.
+    "bench": tuple(f"{arch}{cut}" for arch in ("efficientnet_lite0",
+                                               "efficientnet_lite1",
+                                               "efficientnet_lite2")
+                   for cut in ("", ":stage6", ":stage5", ":stage4"))
+             + ("efficientnet_lite0@random", "pixels"),
     "online": ("hf:microsoft/resnet-50", "hf:google/vit-base-patch16-224",
                "hf:openai/clip-vit-base-patch32",
                "hf:facebook/dinov2-small"),
@@ -49,8 +57,9 @@ ZOOS = {
 
 
 def model_names(spec: str | Sequence[str], dataset: str) -> list[str]:
-  """Backbone names for ``spec``: a zoo name (``offline``, ``online``),
-  ``auto`` (offline for fashion_mnist and folders, online otherwise), a
+  """Backbone names for ``spec``: a zoo name (``offline``, ``bench``,
+  ``online``), ``auto`` (offline for fashion_mnist, digits and folders,
+  online otherwise), a
   comma-separated string or a sequence of names.
 
   Raises:
@@ -58,8 +67,8 @@ def model_names(spec: str | Sequence[str], dataset: str) -> list[str]:
   """
   if isinstance(spec, str):
     if spec == "auto":
-      spec = "offline" if dataset == "fashion_mnist" or os.path.isdir(
-          dataset) else "online"
+      spec = "offline" if dataset in ("fashion_mnist", "digits") or (
+          os.path.isdir(dataset)) else "online"
     spec = ZOOS.get(spec) or spec.split(",")
   names = [m.strip() for m in spec if m.strip()]
   if not names:
