@@ -12,6 +12,7 @@ only the head on cached features.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any, Iterator
 
@@ -47,20 +48,63 @@ class FinetuneConfig:
       raise ValueError(f"invalid fine-tuning config {self}.")
 
 
-def optimizer(config: FinetuneConfig) -> optax.GradientTransformation:
-  """SGD, Nesterov momentum 0.9, cosine schedule, decoupled weight decay."""
-  schedule = optax.cosine_decay_schedule(config.learning_rate, config.steps)
-  return optax.chain(optax.add_decayed_weights(config.weight_decay),
+def optimizer(config: FinetuneConfig, learning_rate: Any = None,
+              weight_decay: Any = None) -> optax.GradientTransformation:
+  """SGD, Nesterov momentum 0.9, cosine schedule, decoupled weight decay.
+
+  ``learning_rate`` / ``weight_decay`` (default: the config's) may be traced
+  scalars: the state's structure does not depend on their values, so one
+  compiled training step serves a whole grid (see
+  :func:`train_and_evaluate`).
+  """
+  lr = config.learning_rate if learning_rate is None else learning_rate
+  wd = config.weight_decay if weight_decay is None else weight_decay
+  schedule = optax.cosine_decay_schedule(lr, config.steps)
+  return optax.chain(optax.add_decayed_weights(wd),
                      optax.sgd(schedule, momentum=0.9, nesterov=True))
 
 
-def masked_optimizer(config: FinetuneConfig, mask: Any
+def masked_optimizer(config: FinetuneConfig, mask: Any,
+                     learning_rate: Any = None, weight_decay: Any = None
                      ) -> optax.GradientTransformation:
   """:func:`optimizer` on the leaves where ``mask`` is True; the others are
   frozen by optax itself (``set_to_zero``: zero updates, no state)."""
   return optax.multi_transform(
-      {"train": optimizer(config), "freeze": optax.set_to_zero()},
+      {"train": optimizer(config, learning_rate, weight_decay),
+       "freeze": optax.set_to_zero()},
       jax.tree_util.tree_map(lambda m: "train" if m else "freeze", mask))
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(apply_fn: Any, full: bool, steps: int, mask_leaves: tuple,
+              mask_tree: Any) -> tuple[Any, Any]:
+  """``(step, predict)`` jitted once per backbone function, mode, schedule
+  length and trainable mask; the learning rate and weight decay are
+  arguments, so every seed and grid point of a model reuses one compilation
+  (per batch shape)."""
+  mask = jax.tree_util.tree_unflatten(mask_tree, mask_leaves)
+  config = FinetuneConfig(mode="full" if full else "linear_probe",
+                          steps=steps)
+
+  def logits_fn(variables, inputs):
+    feats = apply_fn(variables["backbone"], inputs)[0] if full else inputs
+    h = variables["head"]
+    return feats @ h["w"] + h["b"]
+
+  def loss_fn(variables, inputs, labels):
+    logits = logits_fn(variables, inputs)
+    return optax.softmax_cross_entropy_with_integer_labels(
+        logits, labels).mean()
+
+  @jax.jit
+  def step(variables, opt_state, inputs, labels, lr, wd):
+    tx = masked_optimizer(config, mask, lr, wd)
+    loss, grads = jax.value_and_grad(loss_fn)(variables, inputs, labels)
+    updates, opt_state = tx.update(grads, opt_state, variables)
+    return optax.apply_updates(variables, updates), opt_state, loss
+
+  predict = jax.jit(lambda v, x: jnp.argmax(logits_fn(v, x), axis=1))
+  return step, predict
 
 
 def _trainable_mask(params: Any) -> Any:
@@ -158,27 +202,12 @@ def train_and_evaluate(backbone: Backbone, train_batches, test_batches,
                "backbone": backbone.params if full else None}
   mask = {"head": jax.tree_util.tree_map(lambda _: True, head),
           "backbone": _trainable_mask(backbone.params) if full else None}
-  tx = masked_optimizer(config, mask)
-  opt_state = tx.init(trainable)
-
-  def logits_fn(variables, inputs):
-    feats = backbone.apply_fn(variables["backbone"], inputs)[0] if full \
-        else inputs
-    h = variables["head"]
-    return feats @ h["w"] + h["b"]
-
-  def loss_fn(variables, inputs, labels):
-    logits = logits_fn(variables, inputs)
-    return optax.softmax_cross_entropy_with_integer_labels(
-        logits, labels).mean()
-
-  @jax.jit
-  def step(variables, opt_state, inputs, labels):
-    loss, grads = jax.value_and_grad(loss_fn)(variables, inputs, labels)
-    updates, opt_state = tx.update(grads, opt_state, variables)
-    return optax.apply_updates(variables, updates), opt_state, loss
-
-  predict = jax.jit(lambda v, x: jnp.argmax(logits_fn(v, x), axis=1))
+  opt_state = masked_optimizer(config, mask).init(trainable)
+  mask_leaves, mask_tree = jax.tree_util.tree_flatten(mask)
+  step, predict = _compiled(backbone.apply_fn, full, config.steps,
+                            tuple(mask_leaves), mask_tree)
+  lr = jnp.asarray(config.learning_rate, jnp.float32)
+  wd = jnp.asarray(config.weight_decay, jnp.float32)
   start = time.perf_counter()
   loss = float("nan")
   stream = _cycle(train_batches)
@@ -188,7 +217,8 @@ def train_and_evaluate(backbone: Backbone, train_batches, test_batches,
                             f"wd={config.weight_decay:g}"):
     inputs, labels = next(stream)
     trainable, opt_state, loss = step(trainable, opt_state,
-                                      jnp.asarray(inputs), jnp.asarray(labels))
+                                      jnp.asarray(inputs), jnp.asarray(labels),
+                                      lr, wd)
   correct = total = 0
   for inputs, labels in test_batches():
     pred = np.asarray(predict(trainable, jnp.asarray(inputs)))

@@ -7,6 +7,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from sfda_jax import finetune
@@ -71,6 +72,69 @@ def test_masked_optimizer_freezes_batch_stats():
   updates, _ = tx.update(grads, tx.init(params), params)
   assert np.all(np.asarray(updates["batch_stats"]["mean"]) == 0)
   assert np.all(np.asarray(updates["w"]) < 0)
+
+
+def _reference_loss(bb, x, y, config, num_classes=3, bs=16):
+  """The pre-compile-once loop: an optimizer with the config's constants,
+  a step jitted for this run only; returns the final training loss."""
+  key = jax.random.PRNGKey(config.seed)
+  trainable = {"head": {"w": jax.random.normal(key, (bb.feature_dim,
+                                                     num_classes)) * 0.01,
+                        "b": jnp.zeros((num_classes,))},
+               "backbone": bb.params}
+  mask = {"head": {"w": True, "b": True},
+          "backbone": finetune._trainable_mask(bb.params)}
+  tx = finetune.masked_optimizer(config, mask)
+  state = tx.init(trainable)
+
+  def loss_fn(v, a, b):
+    f = bb.apply_fn(v["backbone"], a)[0]
+    logits = f @ v["head"]["w"] + v["head"]["b"]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, b).mean()
+
+  @jax.jit
+  def step(v, st, a, b):
+    loss, g = jax.value_and_grad(loss_fn)(v, a, b)
+    u, st = tx.update(g, st, v)
+    return optax.apply_updates(v, u), st, loss
+
+  stream = finetune._cycle(batches(x, y, bs))
+  for _ in range(config.steps):
+    a, b = next(stream)
+    trainable, state, loss = step(trainable, state, jnp.asarray(a),
+                                  jnp.asarray(b))
+  return float(loss)
+
+
+def test_one_compilation_serves_the_whole_grid():
+  bb = toy_backbone()
+  x, y = toy_data()
+  finetune._compiled.cache_clear()
+  results = {}
+  for lr in (0.1, 0.01):
+    for wd in (1e-4, 1e-2):
+      for seed in (0, 1):
+        config = finetune.FinetuneConfig(steps=12, learning_rate=lr,
+                                         weight_decay=wd, seed=seed)
+        results[lr, wd, seed] = finetune.train_and_evaluate(
+            bb, batches(x, y), batches(x, y), 3, config, progress=False)
+  info = finetune._compiled.cache_info()
+  assert (info.misses, info.hits) == (1, 7)
+  leaves, tree = jax.tree_util.tree_flatten(
+      {"head": {"b": True, "w": True},
+       "backbone": finetune._trainable_mask(bb.params)})
+  step, _ = finetune._compiled(bb.apply_fn, True, 12, tuple(leaves), tree)
+  assert finetune._compiled.cache_info().misses == 1     # the same entry
+  assert step._cache_size() == 1          # one batch shape: one executable
+  # The traced hyper-parameters are the ones used: the same numbers as a
+  # loop with the constants baked in, and different numbers per grid point.
+  for (lr, wd, seed), result in list(results.items())[::3]:
+    config = finetune.FinetuneConfig(steps=12, learning_rate=lr,
+                                     weight_decay=wd, seed=seed)
+    np.testing.assert_allclose(result["final_train_loss"],
+                               _reference_loss(bb, x, y, config), rtol=1e-5)
+  losses = [r["final_train_loss"] for r in results.values()]
+  assert len(set(np.round(losses, 7))) == len(losses)
 
 
 def test_config_is_validated():
