@@ -30,6 +30,16 @@ Resample suite: ``sfda_jax.resample_scores`` with ``--resamples=B`` (0.8 N
 each, plus its full-data score) against B x one warm full-data score of the
 same metric, in the same run; the ratio's target is <= 1.2.
 
+Finetune suite: one full fine-tuning step (new 10-class head, frozen
+batch-norm statistics, SGD Nesterov with weight decay) of each
+``--extract_models`` backbone at ``--finetune_image_size`` px and
+``--batch_size``, ``sfda_jax.finetune.training_step`` against PyTorch
+(efficientnet_lite_pytorch, same weights, ``eval()`` batch norm, same
+optimizer), warm medians over ``--finetune_steps``; also the first step of a
+second run with another learning rate (compiled once: no recompilation).
+
+  python -m experiments.benchmark --suite=finetune
+
   python -m experiments.benchmark --suite=metrics
   python -m experiments.benchmark --suite=metrics --quick
   python -m experiments.benchmark --suite=resample --metrics=sfda,logme \
@@ -76,9 +86,15 @@ from sfda_jax.metrics import registry
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("suite", "metrics", ["metrics", "extract", "resample",
-                                       "all"],
+                                       "finetune", "all"],
                   "metrics: metric kernels vs the torch and NumPy baselines; "
-                  "extract: images/s of Flax vs PyTorch for the same weights.")
+                  "extract: images/s of Flax vs PyTorch for the same weights; "
+                  "resample: resample_scores vs B x one score; finetune: one "
+                  "full fine-tuning step, Flax vs PyTorch.")
+flags.DEFINE_integer("finetune_image_size", 112, "Input side (px) of the "
+                     "finetune suite.")
+flags.DEFINE_integer("finetune_steps", 5, "Timed steps per implementation "
+                     "(finetune suite; median).")
 flags.DEFINE_list("extract_models", ["efficientnet_lite0"],
                   "Offline-zoo backbones for the extraction suite.")
 flags.DEFINE_integer("batch_size", 32, "Images per batch (extraction).")
@@ -780,6 +796,104 @@ def print_extract_table(results: list[dict]) -> None:
 
 
 # ---------------------------------------------------------------------------
+# Finetune suite
+
+
+def _torch_finetune_step(name: str, device: str, num_classes: int,
+                         lr: float, wd: float):
+  """One PyTorch training step of the same network: BN in eval mode
+  (frozen statistics, affine parameters trained), a new head, SGD
+  Nesterov momentum 0.9 with weight decay (L2 added to the gradient, as
+  optax's add_decayed_weights before sgd)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from efficientnet_lite_pytorch import EfficientNet  # pylint: disable=g-import-not-at-top
+  from sfda_jax.backbones import efficientnet_lite  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(os.cpu_count() or 1)
+  model = EfficientNet.from_pretrained(
+      name.replace("_", "-"), weights_path=efficientnet_lite.weights_path(name))
+  model.eval().to(device)
+  head = torch.nn.Linear(model._fc.in_features, num_classes).to(device)  # pylint: disable=protected-access
+  params = list(model.parameters()) + list(head.parameters())
+  opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True,
+                        weight_decay=wd)
+
+  def step(images_nhwc: np.ndarray, labels: np.ndarray) -> float:
+    x = torch.from_numpy(np.ascontiguousarray(
+        images_nhwc.transpose(0, 3, 1, 2))).to(device)
+    y = torch.from_numpy(labels).to(device)
+    opt.zero_grad(set_to_none=True)
+    feats = model.extract_features(x).mean(dim=(2, 3))
+    loss = torch.nn.functional.cross_entropy(head(feats), y)
+    loss.backward()
+    opt.step()
+    return float(loss.detach().cpu())
+  return step
+
+
+def run_finetune_suite(cfg: Config) -> list[dict]:
+  """Seconds per full fine-tuning step, Flax vs PyTorch, same weights."""
+  from sfda_jax import backbones, finetune  # pylint: disable=g-import-not-at-top
+  results = []
+  size, bs, k = FLAGS.finetune_image_size, cfg.batch_size, 10
+  for flag in ("finetune_image_size", "finetune_steps"):
+    if getattr(FLAGS, flag) < 1:
+      raise ValueError(f"--{flag} must be >= 1, got {getattr(FLAGS, flag)}.")
+  for name in cfg.extract_models:
+    rng = np.random.default_rng(cfg.seed)
+    images = rng.normal(size=(bs, size, size, 3)).astype(np.float32)
+    labels = (np.arange(bs) % k).astype(np.int64)
+    bb = backbones.resized(backbones.get(name, dtype="float32"), size)
+    rows = {}
+    config = finetune.FinetuneConfig(steps=1000, batch_size=bs)
+    step, _, state = finetune.training_step(bb, k, config)
+    box = [state]
+
+    def flax_step():
+      box[0], loss = step(box[0], images, labels)
+      return float(loss)
+    t = time_calls(flax_step, FLAGS.finetune_steps, True)
+    # A second run (another learning rate) reuses the compiled step.
+    step2, _, state2 = finetune.training_step(
+        bb, k, dataclasses.replace(config, learning_rate=0.003))
+    start = time.perf_counter()
+    float(step2(state2, images, labels)[1])
+    rows["flax"] = (t, time.perf_counter() - start)
+    try:
+      device = cfg.torch_device or torch_reference.default_device()
+      torch_step = _torch_finetune_step(name, device, k, config.learning_rate,
+                                        config.weight_decay)
+      rows["torch"] = (time_calls(lambda: torch_step(images, labels),
+                                  FLAGS.finetune_steps, True), None)
+    except ImportError as e:
+      logging.warning("PyTorch baseline unavailable (%s): install the "
+                      "'baseline' extra.", e)
+    for impl, (timing, second_run_first_step) in rows.items():
+      results.append({
+          "suite": "finetune", "name": name, "impl": impl, "N": bs,
+          "D": bb.feature_dim, "C": k, "M": 1, "resolution": size,
+          "seconds": timing.seconds, "repeats": timing.repeats,
+          "first_call_seconds": timing.first_call_seconds,
+          "compile_seconds": (max(timing.first_call_seconds - timing.seconds,
+                                  0.0) if impl == "flax" else None),
+          "second_run_first_step_seconds": second_run_first_step})
+      logging.info("finetune %s %s: %.3f s/step", name, impl, timing.seconds)
+  return results
+
+
+def print_finetune_table(results: list[dict]) -> None:
+  print(f"{'model':<22}{'impl':<7}{'px':>5}{'batch':>7}{'s/step':>9}"
+        f"{'torch / this':>14}{'first step s':>14}{'2nd run 1st':>13}")
+  torch_s = {r["name"]: r["seconds"] for r in results if r["impl"] == "torch"}
+  for r in results:
+    ratio = torch_s.get(r["name"], float("nan")) / r["seconds"]
+    second = r["second_run_first_step_seconds"]
+    print(f"{r['name']:<22}{r['impl']:<7}{r['resolution']:>5}{r['N']:>7}"
+          f"{r['seconds']:>9.3f}{ratio:>13.2f}x"
+          f"{r['first_call_seconds']:>14.2f}"
+          + (f"{second:>13.2f}" if second is not None else f"{'':>13}"))
+
+
+# ---------------------------------------------------------------------------
 # Entry point
 
 
@@ -868,6 +982,10 @@ def main(argv):
     resample_rows = run_resample_suite(cfg)
     print_resample_table(resample_rows)
     results += resample_rows
+  if cfg.suite in ("finetune", "all"):
+    finetune_rows = run_finetune_suite(cfg)
+    print_finetune_table(finetune_rows)
+    results += finetune_rows
   write(results, True)
 
 

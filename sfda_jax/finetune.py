@@ -26,7 +26,8 @@ import tqdm
 from sfda_jax.backbones.base import Backbone
 
 __all__ = ["FinetuneConfig", "preload", "replayable_batches",
-           "train_and_evaluate", "optimizer", "masked_optimizer"]
+           "train_and_evaluate", "training_step", "optimizer",
+           "masked_optimizer"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +178,44 @@ def replayable_batches(ds: Any, preprocessing: Any, batch_size: int,
 
 
 
+def training_step(backbone: Backbone, num_classes: int,
+                  config: FinetuneConfig) -> tuple[Any, Any, Any]:
+  """The pieces of one run: ``(step, predict, state)``.
+
+  ``state`` holds the trainable variables (a new head initialised from
+  ``config.seed``, plus the backbone's parameters in full mode) and the
+  optimizer state; ``step(state, inputs, labels) -> (state, loss)`` is one
+  SGD step on a batch, ``predict(state, inputs) -> class ids``. The compiled
+  functions behind them are shared by every run of the same backbone, mode,
+  schedule length and trainable mask (:func:`_compiled`).
+  """
+  full = config.mode == "full"
+  key = jax.random.PRNGKey(config.seed)
+  head = {"w": jax.random.normal(key, (backbone.feature_dim, num_classes))
+          * 0.01, "b": jnp.zeros((num_classes,))}
+  trainable = {"head": head,
+               "backbone": backbone.params if full else None}
+  mask = {"head": jax.tree_util.tree_map(lambda _: True, head),
+          "backbone": _trainable_mask(backbone.params) if full else None}
+  opt_state = masked_optimizer(config, mask).init(trainable)
+  mask_leaves, mask_tree = jax.tree_util.tree_flatten(mask)
+  compiled_step, compiled_predict = _compiled(
+      backbone.apply_fn, full, config.steps, tuple(mask_leaves), mask_tree)
+  lr = jnp.asarray(config.learning_rate, jnp.float32)
+  wd = jnp.asarray(config.weight_decay, jnp.float32)
+
+  def step(state, inputs, labels):
+    variables, opt = state
+    variables, opt, loss = compiled_step(variables, opt, jnp.asarray(inputs),
+                                         jnp.asarray(labels), lr, wd)
+    return (variables, opt), loss
+
+  def predict(state, inputs):
+    return compiled_predict(state[0], inputs)
+
+  return step, predict, (trainable, opt_state)
+
+
 def train_and_evaluate(backbone: Backbone, train_batches, test_batches,
                        num_classes: int, config: FinetuneConfig,
                        progress: bool = True) -> dict[str, float]:
@@ -194,20 +233,7 @@ def train_and_evaluate(backbone: Backbone, train_batches, test_batches,
   Returns:
     ``{"test_accuracy", "final_train_loss", "seconds"}``.
   """
-  full = config.mode == "full"
-  key = jax.random.PRNGKey(config.seed)
-  head = {"w": jax.random.normal(key, (backbone.feature_dim, num_classes))
-          * 0.01, "b": jnp.zeros((num_classes,))}
-  trainable = {"head": head,
-               "backbone": backbone.params if full else None}
-  mask = {"head": jax.tree_util.tree_map(lambda _: True, head),
-          "backbone": _trainable_mask(backbone.params) if full else None}
-  opt_state = masked_optimizer(config, mask).init(trainable)
-  mask_leaves, mask_tree = jax.tree_util.tree_flatten(mask)
-  step, predict = _compiled(backbone.apply_fn, full, config.steps,
-                            tuple(mask_leaves), mask_tree)
-  lr = jnp.asarray(config.learning_rate, jnp.float32)
-  wd = jnp.asarray(config.weight_decay, jnp.float32)
+  step, predict, state = training_step(backbone, num_classes, config)
   start = time.perf_counter()
   loss = float("nan")
   stream = _cycle(train_batches)
@@ -216,12 +242,10 @@ def train_and_evaluate(backbone: Backbone, train_batches, test_batches,
                             f"lr={config.learning_rate:g} "
                             f"wd={config.weight_decay:g}"):
     inputs, labels = next(stream)
-    trainable, opt_state, loss = step(trainable, opt_state,
-                                      jnp.asarray(inputs), jnp.asarray(labels),
-                                      lr, wd)
+    state, loss = step(state, inputs, labels)
   correct = total = 0
   for inputs, labels in test_batches():
-    pred = np.asarray(predict(trainable, jnp.asarray(inputs)))
+    pred = np.asarray(predict(state, jnp.asarray(inputs)))
     correct += int((pred == np.asarray(labels)).sum())
     total += len(labels)
   if total == 0:

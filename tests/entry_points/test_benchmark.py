@@ -184,3 +184,26 @@ def test_resample_suite_measures_the_ratio(parsed_flags):
   flags.FLAGS.quick = False
   with pytest.raises(ValueError, match="--resamples must be >= 2"):
     benchmark.config_from_flags()
+
+
+@pytest.mark.slow
+def test_finetune_suite_times_flax_against_torch(parsed_flags):
+  del parsed_flags
+  flags.FLAGS.finetune_image_size = 32
+  flags.FLAGS.finetune_steps = 1
+  flags.FLAGS.batch_size = 4
+  cfg = benchmark.config_from_flags()
+  rows = benchmark.run_finetune_suite(cfg)
+  impls = {r["impl"]: r for r in rows}
+  assert "flax" in impls
+  if torch_reference.available():
+    assert "torch" in impls
+  flax = impls["flax"]
+  assert flax["suite"] == "finetune" and flax["resolution"] == 32
+  assert _finite_positive(flax["seconds"])
+  # The second run's first step reuses the compilation of the first run.
+  assert flax["second_run_first_step_seconds"] < flax["first_call_seconds"]
+  benchmark.print_finetune_table(rows)
+  flags.FLAGS.finetune_steps = 0
+  with pytest.raises(ValueError, match="--finetune_steps must be >= 1"):
+    benchmark.run_finetune_suite(cfg)
