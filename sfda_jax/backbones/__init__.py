@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import math
 import os
 
 import jax
@@ -29,7 +30,8 @@ import jax.numpy as jnp
 from sfda_jax.backbones import efficientnet_lite
 from sfda_jax.backbones.base import Backbone, Preprocessing
 
-__all__ = ["Backbone", "Preprocessing", "available", "get", "default_dtype",
+__all__ = ["Backbone", "Preprocessing", "architecture_facts", "available",
+           "get", "default_dtype",
            "resized",
            "parse_name", "split_cut", "OFFLINE_ZOO", "RANDOM_SUFFIX", "CUTS",
            "PIXELS"]
@@ -76,6 +78,35 @@ def split_cut(name: str) -> tuple[str, int | None]:
                      f"{', '.join(CUTS)} (e.g. {arch}:{CUTS[-2]}), or none "
                      f"for the whole network.")
   return arch, CUTS.index(cut) + 1
+
+
+@functools.lru_cache(maxsize=None)
+def architecture_facts(name: str) -> dict[str, int] | None:
+  """``{"num_params", "depth"}`` of an offline architecture, counted from
+  its variable shapes (no weights loaded), or ``None`` for other names.
+
+  ``num_params``: trainable parameters (the ``params`` collection; batch-norm
+  statistics excluded), ``depth``: weight layers (convolutions and dense
+  layers) on the path from the input to the features, plus the classifier
+  for an uncut network. ``name`` may carry a cut (``:stage6``) and
+  ``@random`` (the same architecture); ``pixels`` has 0 and 0.
+
+  Raises:
+    ValueError: an unknown cut.
+  """
+  base, _ = parse_name(name)
+  if base == PIXELS:
+    return {"num_params": 0, "depth": 0}
+  arch, stage = split_cut(base)
+  if arch not in OFFLINE_ZOO:
+    return None
+  module = efficientnet_lite.EfficientNetLite.from_name(
+      arch, stop_after_stage=stage)
+  shapes = efficientnet_lite.variable_shapes(module)["params"]
+  leaves = jax.tree_util.tree_leaves_with_path(shapes)
+  return {"num_params": int(sum(math.prod(leaf.shape) for _, leaf in leaves)),
+          "depth": sum(1 for path, _ in leaves
+                       if getattr(path[-1], "key", None) == "kernel")}
 
 
 def default_dtype() -> str:

@@ -67,6 +67,7 @@ __all__ = [
     "stage_channels",
     "stage_ends",
     "truncate_variables",
+    "variable_shapes",
     "convert_state_dict",
     "load_pretrained",
     "preprocess",
@@ -537,7 +538,7 @@ def _as_module(
                           resolution=config.resolution)
 
 
-def _variable_shapes(module: EfficientNetLite) -> dict[str, Any]:
+def variable_shapes(module: EfficientNetLite) -> dict[str, Any]:
   """``module.init``'s ``params`` and ``batch_stats`` as shapes, no compute."""
   shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0),
                           jnp.zeros((1, 32, 32, 3), jnp.float32))
@@ -595,7 +596,7 @@ def convert_state_dict(
     return np.ascontiguousarray(value)
 
   variables = jax.tree_util.tree_map_with_path(convert,
-                                               _variable_shapes(module))
+                                               variable_shapes(module))
   if unused or missing or mismatched:
     problems = []
     if mismatched:
@@ -646,14 +647,14 @@ def random_init(module: EfficientNetLite, seed: int = 0) -> dict[str, Any]:
     fan_out = kh * kw * (1 if modules[-1] == "depthwise_conv" else c_out)
     return rng.normal(0.0, math.sqrt(2.0 / fan_out), shape).astype(np.float32)
 
-  return jax.tree_util.tree_map_with_path(draw, _variable_shapes(module))
+  return jax.tree_util.tree_map_with_path(draw, variable_shapes(module))
 
 
 def truncate_variables(variables: Mapping[str, Any],
                        module: EfficientNetLite) -> dict[str, Any]:
   """The subset of ``variables`` (of the whole network) that ``module``
   (e.g. one with ``stop_after_stage``) uses; shapes must match."""
-  shapes = _variable_shapes(module)
+  shapes = variable_shapes(module)
 
   def pick(tree, shape_tree, path):
     if not isinstance(shape_tree, Mapping):

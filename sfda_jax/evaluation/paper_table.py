@@ -112,7 +112,7 @@ def paper_table(features_dir: str | None = None,
   accuracies: Mapping[str, Mapping[str, float]] = doc["accuracies"]
   datasets = tuple(accuracies)
   rows, kinds = {}, {}
-  for prior in priors.PRIORS:
+  for prior in priors.PAPER_PRIORS:
     rows[prior] = {}
     for d in datasets:
       models = list(accuracies[d])

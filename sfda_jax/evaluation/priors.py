@@ -4,13 +4,21 @@ A transferability metric is only worth its compute when it beats what a user
 would pick without it. Three priors (METRICS.md, "Data-free priors"):
 
 - ``imagenet_top1``: the model's published ImageNet-1k top-1 accuracy;
-- ``num_params``: the parameter count of its classification network;
+- ``num_params``: the parameter count of its classification network (of the
+  network up to the cut, for a cut backbone such as
+  ``efficientnet_lite1:stage6``; 0 for ``pixels``);
+- ``depth``: its number of weight layers (convolutions and dense layers) on
+  the path to the features, the classifier included for an uncut network;
+  counted from the architecture, so known for the offline zoo, its cuts and
+  ``pixels`` (0), not for the SFDA paper's models;
 - ``lodo`` (leave-one-dataset-out): given fine-tune accuracies on other
   datasets, ``prior_m = mean over datasets d != t that contain m of
   (acc_dm - min acc_d) / (max acc_d - min acc_d)``.
 
-The first two read ``data/model_facts.json`` (package data; every value names
-its source). A prior that has no value for some ranked model is left out of
+``imagenet_top1`` and ``num_params`` read ``data/model_facts.json`` (package
+data; every value names its source); a cut or ``pixels`` (no ImageNet
+classifier: no top-1) and ``depth`` are counted from the offline
+architectures' variable shapes (``backbones.architecture_facts``). A prior that has no value for some ranked model is left out of
 the report with a logged reason (a prior that covers only some models cannot
 rank them all); asking for ``lodo`` without a second dataset is an error.
 """
@@ -25,12 +33,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["PRIORS", "PriorScores", "fact", "lodo", "model_facts",
+__all__ = ["PRIORS", "PAPER_PRIORS", "PriorScores", "fact", "lodo", "model_facts",
            "prior_scores"]
 
 #: The priors, in report order.
-PRIORS = ("imagenet_top1", "num_params", "lodo")
-_FACT_PRIORS = ("imagenet_top1", "num_params")
+PRIORS = ("imagenet_top1", "num_params", "depth", "lodo")
+#: The priors the SFDA paper's table reports (its models have no ``depth``).
+PAPER_PRIORS = ("imagenet_top1", "num_params", "lodo")
+_FACT_PRIORS = ("imagenet_top1", "num_params", "depth")
 _RANDOM = "@random"
 _CHANCE_TOP1 = 100.0 / 1000      # % top-1 of an untrained 1000-way classifier
 
@@ -45,23 +55,37 @@ def model_facts() -> dict[str, dict]:
 
 
 def fact(model: str, name: str) -> float | None:
-  """The value of fact ``name`` (``imagenet_top1`` / ``num_params``) for
-  ``model``, or ``None`` when the project knows none.
+  """The value of fact ``name`` (``imagenet_top1`` / ``num_params`` /
+  ``depth``) for ``model``, or ``None`` when the project knows none.
 
   ``<arch>@random`` (a randomly initialised ``<arch>``) has the
-  architecture's parameter count and chance-level top-1 (0.1 %).
+  architecture's parameter count and depth and chance-level top-1 (0.1 %).
   """
   if name not in _FACT_PRIORS:
     raise ValueError(f"unknown model fact {name!r}; facts: {_FACT_PRIORS}.")
   base, _, suffix = model.partition("@")
-  entry = model_facts().get(base)
-  if entry is None:
+  if suffix and "@" + suffix != _RANDOM:
     return None
-  if suffix:
-    if "@" + suffix != _RANDOM:
-      return None
-    return float(entry["num_params"]) if name == "num_params" else _CHANCE_TOP1
-  return float(entry[name])
+  entry = model_facts().get(base)
+  if name == "imagenet_top1":
+    if entry is None:
+      return None                 # also a cut: no ImageNet classifier
+    return _CHANCE_TOP1 if suffix else float(entry[name])
+  if name == "num_params" and entry is not None:
+    return float(entry["num_params"])
+  counted = _architecture_facts(base)
+  return None if counted is None else float(counted[name])
+
+
+def _architecture_facts(name: str) -> dict[str, int] | None:
+  try:
+    from sfda_jax import backbones  # pylint: disable=g-import-not-at-top
+  except ImportError:             # the core install has no flax
+    return None
+  try:
+    return backbones.architecture_facts(name)
+  except ValueError:              # not a valid cut
+    return None
 
 
 def lodo(accuracies: Mapping[str, Mapping[str, float]], target: str,

@@ -98,6 +98,32 @@ def test_random_init_takes_the_architecture_and_chance():
   assert priors.fact("nobody", "num_params") is None
 
 
+def test_cuts_and_pixels_have_counted_size_and_depth_but_no_top1():
+  full = priors.fact("efficientnet_lite1", "num_params")
+  cuts = [priors.fact(f"efficientnet_lite1:stage{k}", "num_params")
+          for k in (4, 5, 6, 7)]
+  assert cuts == sorted(cuts) and cuts[-1] < full
+  depths = [priors.fact(f"efficientnet_lite1:stage{k}", "depth")
+            for k in (4, 5, 6, 7)]
+  assert depths == sorted(depths) and len(set(depths)) == 4
+  # Lite0: stem, 16 blocks (the first without an expansion conv: 2 convs;
+  # the other 15: 3), head conv, classifier.
+  assert priors.fact("efficientnet_lite0", "depth") == 1 + 2 + 15 * 3 + 2
+  assert priors.fact("efficientnet_lite0:stage7", "depth") == 1 + 2 + 15 * 3
+  assert priors.fact("efficientnet_lite0:stage6@random", "depth") == \
+      priors.fact("efficientnet_lite0:stage6", "depth")
+  assert priors.fact("efficientnet_lite1:stage6", "imagenet_top1") is None
+  assert priors.fact("pixels", "num_params") == 0.0
+  assert priors.fact("pixels", "depth") == 0.0
+  assert priors.fact("pixels", "imagenet_top1") is None
+  assert priors.fact("efficientnet_lite1:stage9", "depth") is None
+  assert priors.fact("resnet50", "depth") is None    # a paper model
+  got = priors.prior_scores(["efficientnet_lite0", "efficientnet_lite0:"
+                             "stage5", "pixels"])
+  assert list(got.scores) == ["num_params", "depth"]
+  assert "imagenet_top1" in got.omitted
+
+
 def test_prior_scores_omit_a_prior_with_a_missing_value():
   got = priors.prior_scores(["efficientnet_lite0", "my_finetuned_net"],
                             ["imagenet_top1", "num_params", "lodo"])
@@ -107,7 +133,7 @@ def test_prior_scores_omit_a_prior_with_a_missing_value():
   zoo = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
          "efficientnet_lite0@random"]
   got = priors.prior_scores(zoo)
-  assert list(got.scores) == ["imagenet_top1", "num_params"]
+  assert list(got.scores) == ["imagenet_top1", "num_params", "depth"]
   top1 = got.scores["imagenet_top1"]
   assert top1["efficientnet_lite2"] > top1["efficientnet_lite0"] > \
       top1["efficientnet_lite0@random"]
