@@ -77,6 +77,7 @@ setup(
     # wheel carries the library and its data only.
     packages=find_packages(include=["sfda_jax", "sfda_jax.*"]),
     package_data={"sfda_jax.evaluation": ["ground_truth/*.json",
+                                          "ground_truth/bench/*.json",
                                           "data/*.json"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,

@@ -40,12 +40,15 @@ from sfda_jax import features
 from sfda_jax import finetune
 from sfda_jax import report
 from sfda_jax.evaluation import ground_truth
+from sfda_jax.evaluation import rank as rank_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "fashion_mnist", "TFDS name or image folder.")
 flags.DEFINE_list("models", ["efficientnet_lite0", "efficientnet_lite1",
                              "efficientnet_lite2", "efficientnet_lite0@random"],
-                  "Backbones (@random: randomly initialised control).")
+                  "Backbones (@random: randomly initialised control; "
+                  ":stageK: cut after stage K), or a zoo name (offline, "
+                  "bench).")
 flags.DEFINE_enum("mode", "full", ["full", "linear_probe"], "What trains.")
 flags.DEFINE_integer("steps", 150, "Optimizer steps per run.")
 flags.DEFINE_integer("batch_size", 32, "Batch size.")
@@ -84,7 +87,8 @@ def main(argv):
   seeds = ground_truth.parse_seeds(FLAGS.seeds, FLAGS.seed)
   out_dir = os.path.dirname(os.path.abspath(FLAGS.output))
   report.check_output_dir(out_dir)
-  for name in FLAGS.models:             # a bad @suffix fails before loading
+  names = rank_lib.model_names(",".join(FLAGS.models), FLAGS.dataset)  # zoos
+  for name in names:                    # a bad @suffix fails before loading
     backbones.parse_name(name)
   train, test, split = data.load_train_test(    # refuses overlapping sets
       FLAGS.dataset, test_dataset=FLAGS.test_dataset,
@@ -98,7 +102,7 @@ def main(argv):
   num_classes = int(max(train.labels.max(), test.labels.max())) + 1
   models = {name: backbones.resized(backbones.get(name, dtype="float32",
                                        seed=FLAGS.seed), FLAGS.image_size)
-            for name in FLAGS.models}
+            for name in names}
   config_record = {"mode": FLAGS.mode, "steps": FLAGS.steps,
                    "batch_size": FLAGS.batch_size,
                    "image_size": FLAGS.image_size or "native",

@@ -252,7 +252,8 @@ def get(name: str, dtype: str | None = None, random_init: bool = False,
                                seed=seed)
   raise ValueError(
       f"unknown backbone {name!r}. Valid names: {', '.join(OFFLINE_ZOO)} "
-      f"(optionally cut after a stage, e.g. {OFFLINE_ZOO[0]}:{CUTS[-2]}), or "
+      f"(optionally cut after a stage, e.g. {OFFLINE_ZOO[0]}:{CUTS[-2]}), "
+      f"{PIXELS!r} (raw pixels), or "
       "'hf:<HuggingFace hub id or local directory>' (e.g. "
       "hf:microsoft/resnet-50).")
 

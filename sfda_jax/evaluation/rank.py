@@ -69,8 +69,10 @@ def model_names(spec: str | Sequence[str], dataset: str) -> list[str]:
     if spec == "auto":
       spec = "offline" if dataset in ("fashion_mnist", "digits") or (
           os.path.isdir(dataset)) else "online"
-    spec = ZOOS.get(spec) or spec.split(",")
-  names = [m.strip() for m in spec if m.strip()]
+    spec = spec.split(",")
+  # A zoo name inside a list expands in place ("bench,hf:..." works too).
+  names = [n for item in spec if item.strip()
+           for n in ZOOS.get(item.strip(), (item.strip(),))]
   if not names:
     raise ValueError("--models is empty.")
   return names

@@ -1,0 +1,206 @@
+r"""Issue 12's benchmark: every metric's and prior's agreement with each
+ground truth on each target, in one table.
+
+For every target dataset and every kind of ground truth (``finetune``: the
+cut network plus a new head trained end to end; ``linear_probe``: a head on
+frozen features), :func:`run` ranks the zoo with
+:func:`~sfda_jax.evaluation.rank_zoo` against that ground-truth file (the
+features are extracted once per target and cached, so the second kind costs
+only scoring) and :class:`BenchmarkResult` collects, per metric and prior,
+the weighted tau, its 5-95% interval over (score resample, fine-tune seed)
+draws, and the best metric of each column.
+
+Ground-truth files follow one naming rule, ``{target}_{kind}.json`` in one
+directory (default: the package's ``ground_truth/bench/``), as written by
+``python -m experiments.finetune --models=bench`` (see BUILD_NOTES.md for
+the exact commands); a missing one is reported with the command that makes
+it, and the other columns are still computed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import math
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+from sfda_jax.evaluation import rank as rank_lib
+
+__all__ = ["KINDS", "TARGETS", "BenchmarkResult", "Column",
+           "default_ground_truth_dir", "ground_truth_path", "run"]
+
+#: The benchmark's targets and kinds of ground truth.
+TARGETS = ("fashion_mnist", "digits")
+KINDS = ("finetune", "linear_probe")
+
+
+def default_ground_truth_dir() -> str:
+  """The package's ``evaluation/ground_truth/bench`` directory."""
+  return str(importlib.resources.files("sfda_jax.evaluation")
+             / "ground_truth" / "bench")
+
+
+def ground_truth_path(directory: str, target: str, kind: str) -> str:
+  """``{directory}/{target}_{kind}.json`` (``target``'s base name, for a
+  folder or features directory given as a path)."""
+  name = os.path.basename(os.path.normpath(target))
+  return os.path.join(directory, f"{name}_{kind}.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+  """One (target, kind) of the benchmark.
+
+  Attributes:
+    target, kind: which column.
+    ground_truth_file: the file ranked against.
+    rows: ``{name: {"weighted_tau", "p5", "p95"}}`` for every metric and
+      every prior (priors as ``prior <name>``; ``p5``/``p95`` NaN without
+      draws).
+    best_metric: the metric with the highest weighted tau (``None`` when no
+      metric has agreement).
+    models: the ranked models.
+    omitted: ``{name: reason}`` for metrics and priors without agreement.
+  """
+  target: str
+  kind: str
+  ground_truth_file: str
+  rows: dict[str, dict[str, float]]
+  best_metric: str | None
+  models: tuple[str, ...]
+  omitted: dict[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkResult:
+  """The benchmark's columns, and the ones that could not be computed."""
+  columns: tuple[Column, ...]
+  missing: dict[str, str]          # "target/kind" -> why
+
+  def table(self) -> str:
+    """Rows: metrics then priors; columns: ``target/kind``; each cell
+    ``wtau [p5..p95]``; last row: the best metric of each column."""
+    if not self.columns:
+      return "no column could be computed: " + "; ".join(
+          f"{k}: {v}" for k, v in self.missing.items())
+    names = list(dict.fromkeys(n for c in self.columns for n in c.rows))
+    names.sort(key=lambda n: (n.startswith("prior "), 0))
+    heads = [f"{c.target}/{c.kind}" for c in self.columns]
+    width = max(len(n) for n in names + ["metric", "best metric"]) + 2
+    cell = max(20, *(len(h) + 2 for h in heads))
+
+    def fmt(row):
+      if row is None:
+        return "-"
+      text = f"{row['weighted_tau']:.3f}"
+      if not math.isnan(row["p5"]):
+        text += f" [{row['p5']:.2f}..{row['p95']:.2f}]"
+      return text
+
+    lines = [f"{'weighted tau':<{width}}" + "".join(f"{h:>{cell}}"
+                                                   for h in heads)]
+    for name in names:
+      lines.append(f"{name:<{width}}" + "".join(
+          f"{fmt(c.rows.get(name)):>{cell}}" for c in self.columns))
+    lines.append(f"{'best metric':<{width}}" + "".join(
+        f"{c.best_metric or '-':>{cell}}" for c in self.columns))
+    notes = [f"{len(c.models)} models in {c.target}/{c.kind} "
+             f"(ground truth {c.ground_truth_file})" for c in self.columns]
+    notes += [f"{k}: not computed ({v})" for k, v in self.missing.items()]
+    notes += [f"{c.target}/{c.kind}: {n} left out ({why})"
+              for c in self.columns for n, why in c.omitted.items()]
+    lines.append("[p5..p95]: 5-95% interval over (score resample, "
+                 "fine-tune seed) draws")
+    return "\n".join(lines + notes)
+
+  def to_json(self) -> dict[str, Any]:
+    return {"columns": [dataclasses.asdict(c) for c in self.columns],
+            "missing": self.missing}
+
+
+def column_from_rank(result: rank_lib.RankResult, target: str, kind: str
+                     ) -> Column:
+  """The benchmark column of one :class:`~sfda_jax.evaluation.RankResult`."""
+  nan = float("nan")
+
+  def row(stats):
+    return {"weighted_tau": float(stats["weighted_tau"]),
+            "p5": float(stats.get("weighted_tau_p5", nan)),
+            "p95": float(stats.get("weighted_tau_p95", nan))}
+
+  rows = {m: row(s) for m, s in result.agreement.items()}
+  best = max(rows, key=lambda m: rows[m]["weighted_tau"]) if rows else None
+  rows.update({f"prior {p}": row(s)
+               for p, s in result.prior_agreement.items()})
+  omitted = dict(result.agreement_skipped)
+  if result.priors is not None:
+    omitted.update({f"prior {p}": why
+                    for p, why in result.priors.omitted.items()})
+  return Column(target=target, kind=kind,
+                ground_truth_file=str(result.ground_truth_file), rows=rows,
+                best_metric=best, models=tuple(result.models),
+                omitted=omitted)
+
+
+def _make_command(target: str, kind: str, path: str) -> str:
+  mode = "full" if kind == "finetune" else "linear_probe"
+  return (f"python -m experiments.finetune --dataset={target} --models=bench "
+          f"--mode={mode} --seeds=0,1,2 --output={path} (see BUILD_NOTES.md "
+          "for the benchmark's size flags)")
+
+
+def run(targets: Sequence[str] = TARGETS, kinds: Sequence[str] = KINDS,
+        ground_truth_dir: str | None = None,
+        config: rank_lib.RankConfig | None = None,
+        num_examples: Mapping[str, int | None] | None = None,
+        progress: Callable[[str], None] | None = None) -> BenchmarkResult:
+  """Ranks ``config.models`` (default ``bench``) on every target against
+  every kind of ground truth.
+
+  Args:
+    targets: dataset names (or folders / features directories) to rank.
+    kinds: ground-truth kinds (:data:`KINDS`).
+    ground_truth_dir: where ``{target}_{kind}.json`` live (default
+      :func:`default_ground_truth_dir`).
+    config: the ranking settings; ``dataset`` and ``ground_truth`` are set
+      per column (default: ``RankConfig(models="bench", resamples=8)``).
+    num_examples: per-target subset sizes overriding ``config``'s (``None``:
+      the whole split); default ``{"digits": None}`` (its 1,258 training
+      images: fewer than the default 2000).
+    progress: called with ``"target/kind"`` before each column.
+
+  Returns:
+    The :class:`BenchmarkResult`; a column whose ground-truth file does not
+    exist is listed in ``missing`` with the command that makes it.
+
+  Raises:
+    ValueError: an unknown kind, no target, or what ``rank_zoo`` raises for
+      an existing file (e.g. a ground truth that misses a model).
+  """
+  if not targets:
+    raise ValueError("no target dataset given.")
+  unknown = [k for k in kinds if k not in KINDS]
+  if unknown:
+    raise ValueError(f"unknown ground-truth kind(s) {unknown}; kinds: "
+                     f"{list(KINDS)}.")
+  directory = ground_truth_dir or default_ground_truth_dir()
+  base = config or rank_lib.RankConfig(models="bench", resamples=8)
+  base.validate()
+  sizes = {"digits": None} if num_examples is None else dict(num_examples)
+  columns, missing = [], {}
+  for target in targets:
+    for kind in kinds:
+      path = ground_truth_path(directory, target, kind)
+      key = f"{target}/{kind}"
+      if not os.path.isfile(path):
+        missing[key] = f"no ground truth {path}; make it with " + \
+            _make_command(target, kind, path)
+        continue
+      if progress is not None:
+        progress(key)
+      result = rank_lib.rank_zoo(dataclasses.replace(
+          base, dataset=target, ground_truth=path,
+          num_examples=sizes.get(target, base.num_examples)))
+      columns.append(column_from_rank(result, target, kind))
+  return BenchmarkResult(columns=tuple(columns), missing=missing)

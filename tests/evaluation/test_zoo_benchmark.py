@@ -1,0 +1,77 @@
+"""The benchmark table (issue 12, item 4) on precomputed features."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from sfda_jax.evaluation import rank as rank_lib
+from sfda_jax.evaluation import zoo_benchmark
+
+
+def _target(root, name, strengths, seed):
+  """A features directory ``root/name`` of models whose class signal grows
+  with ``strengths``; returns its path."""
+  rng = np.random.default_rng(seed)
+  path = root / name
+  path.mkdir()
+  y = np.repeat(np.arange(4), 30)
+  for model, s in strengths.items():
+    x = rng.normal(size=(120, 8)) + s * np.eye(8)[y]
+    np.save(path / f"{model}_{name}_feature.npy", x.astype(np.float32))
+    np.save(path / f"{model}_{name}_label.npy", y)
+  return str(path)
+
+
+def _ground_truth(path, dataset, accuracies, seeds):
+  payload = {"accuracies": {dataset: accuracies},
+             "accuracy_seeds": {dataset: {m: {str(i): a + 0.01 * i
+                                              for i in range(seeds)}
+                                          for m, a in accuracies.items()}}}
+  path.write_text(json.dumps(payload))
+
+
+def test_columns_rows_best_metric_and_missing(tmp_path):
+  strengths = {"weak": 0.2, "mid": 1.0, "strong": 3.0}
+  a = _target(tmp_path, "tgta", strengths, 0)
+  b = _target(tmp_path, "tgtb", strengths, 1)
+  gt = tmp_path / "gt"
+  gt.mkdir()
+  acc = {"weak": 0.3, "mid": 0.6, "strong": 0.9}
+  _ground_truth(gt / "tgta_finetune.json", "tgta", acc, 3)
+  _ground_truth(gt / "tgta_linear_probe.json", "tgta", acc, 3)
+  _ground_truth(gt / "tgtb_finetune.json", "tgtb",
+                {"weak": 0.9, "mid": 0.6, "strong": 0.3}, 3)   # reversed
+  config = rank_lib.RankConfig(metrics=("logme", "hscore"), resamples=4)
+  seen = []
+  result = zoo_benchmark.run([a, b], ground_truth_dir=str(gt), config=config,
+                             progress=seen.append)
+  assert seen == [f"{a}/finetune", f"{a}/linear_probe", f"{b}/finetune"]
+  assert [(os.path.basename(c.target), c.kind) for c in result.columns] == [
+      ("tgta", "finetune"), ("tgta", "linear_probe"), ("tgtb", "finetune")]
+  assert list(result.missing) == [f"{b}/linear_probe"]
+  assert "experiments.finetune" in result.missing[f"{b}/linear_probe"]
+  first, _, reversed_ = result.columns
+  assert set(first.rows) >= {"logme", "hscore"}
+  # A strong signal and a monotone ground truth: perfect agreement; the
+  # reversed ground truth: perfect disagreement.
+  assert first.rows["logme"]["weighted_tau"] == pytest.approx(1.0)
+  assert reversed_.rows["logme"]["weighted_tau"] == pytest.approx(-1.0)
+  assert first.rows["logme"]["p5"] <= first.rows["logme"]["p95"]
+  assert first.best_metric in ("logme", "hscore")
+  text = result.table()
+  assert "best metric" in text and "tgta/linear_probe" in text
+  assert "not computed" in text and "[" in text
+  assert json.loads(json.dumps(result.to_json()))["missing"]
+
+
+def test_bad_input(tmp_path):
+  with pytest.raises(ValueError, match="unknown ground-truth kind"):
+    zoo_benchmark.run(["digits"], kinds=["probe"])
+  with pytest.raises(ValueError, match="no target"):
+    zoo_benchmark.run([])
+  none = zoo_benchmark.run(["digits"], ground_truth_dir=str(tmp_path))
+  assert not none.columns and "no column could be computed" in none.table()
+  assert zoo_benchmark.ground_truth_path("/g", "/data/digits/",
+                                         "finetune") == "/g/digits_finetune.json"
