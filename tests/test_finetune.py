@@ -253,7 +253,8 @@ def test_seeded_ground_truth_payload_and_resume_rules(tmp_path):
   assert entry.resumable_runs(str(path), config) == []
   path.write_text(json.dumps({"config": config, "runs": runs}))
   assert entry.resumable_runs(str(path), config) == runs
-  with pytest.raises(ValueError, match="different settings .*steps"):
+  with pytest.raises(ValueError, match="different settings .*steps: 5 in "
+                                       "the file, 6 now"):
     entry.resumable_runs(str(path), dict(config, steps=6))
 
 

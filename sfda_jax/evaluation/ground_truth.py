@@ -112,11 +112,14 @@ def resumable_runs(path: str, config: dict) -> list[dict]:
     old = json.load(f)
   keys = ("mode", "steps", "batch_size", "image_size", "train", "test",
           "seed", "shuffle")
-  differ = [k for k in keys if old.get("config", {}).get(k) != config[k]]
+  before = old.get("config", {})
+  differ = [f"{k}: {before.get(k)!r} in the file, {config[k]!r} now"
+            for k in keys if before.get(k) != config[k]]
   if differ:
     raise ValueError(
-        f"{path} exists with different settings ({', '.join(differ)}); "
-        "pass another --output, or delete it to start over.")
+        f"{path} exists with different settings ({'; '.join(differ)}); "
+        "rerun with the file's settings to resume, pass another --output, "
+        "or delete it to start over.")
   return list(old.get("runs", []))
 
 

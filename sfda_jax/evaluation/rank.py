@@ -175,6 +175,8 @@ class RankResult:
     timings: seconds per extraction, for scoring and in total.
     versions: :func:`sfda_jax.environment.record`.
     paths: the files :meth:`write` wrote.
+    ground_truth_note: what is wrong with the ground truth's per-seed
+      accuracies (models lacking seeds), or None.
   """
   dataset: str
   split: str
@@ -195,6 +197,7 @@ class RankResult:
   prior_agreement: dict[str, dict[str, float]] = dataclasses.field(
       default_factory=dict)
   paths: list[str] = dataclasses.field(default_factory=list)
+  ground_truth_note: str | None = None
 
   @property
   def num_failed(self) -> int:
@@ -218,6 +221,8 @@ class RankResult:
                    + report.agreement_table(self.agreement,
                                             self.agreement_skipped,
                                             self.prior_agreement) + "\n")
+    if self.ground_truth_note:
+      parts.append(f"ground truth: {self.ground_truth_note}\n")
     if self.priors is not None and self.priors.omitted:
       parts.append("priors left out: " + "; ".join(
           f"{p} ({why})" for p, why in self.priors.omitted.items()) + "\n")
@@ -233,6 +238,7 @@ class RankResult:
         "failures": self.failures,
         "ground_truth": self.ground_truth,
         "ground_truth_file": self.ground_truth_file,
+        "ground_truth_note": self.ground_truth_note,
         "agreement": self.agreement or None,
         "agreement_skipped": self.agreement_skipped,
         "resampling": (self.resampling.to_json()
@@ -351,9 +357,14 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
           progress=lambda m, n: (bar.set_postfix_str(f"{m} / {n}"),
                                  bar.update()))
     timings["resampling"] = time.perf_counter() - t0
+  seed_note = None
   if accuracies:
+    seed_table, seed_note = _seed_accuracies(gt_file, dataset_name,
+                                             accuracies)
+    if seed_note:
+      logging.warning("ground truth %s: %s", gt_file, seed_note)
     _add_agreement_draws(agreement, scores, resampling, accuracies,
-                         _seed_accuracies(gt_file, dataset_name, accuracies))
+                         seed_table)
   prior_scores, prior_agreement = None, {}
   if config.priors:
     try:
@@ -383,7 +394,8 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
       agreement_skipped=skipped, timings=timings,
       versions=environment.record(("flax",)), image_size=size,
       resampling=resampling,
-      priors=prior_scores, prior_agreement=prior_agreement)
+      priors=prior_scores, prior_agreement=prior_agreement,
+      ground_truth_note=seed_note)
   if output_dir is not None:
     result.write(output_dir)
   return result
@@ -433,16 +445,29 @@ def _add_agreement_draws(agreement, scores, resampling, accuracies,
 
 
 def _seed_accuracies(gt_file, dataset, accuracies):
-  """``[{model: accuracy}]`` per fine-tune seed from the ground truth's
-  ``accuracy_seeds`` when every ranked model has every seed; else None."""
+  """``([{model: accuracy}] per fine-tune seed, note)`` from the ground
+  truth's ``accuracy_seeds``: the table when every ranked model has the
+  same >= 2 seeds, else ``None``; ``note`` says which models lack which
+  seeds (their means average fewer seeds than the others'), or is None."""
   per_model = _document(gt_file).get("accuracy_seeds", {}).get(dataset)
-  if not per_model or not set(accuracies) <= set(per_model):
-    return None
-  seed_sets = [set(per_model[m]) for m in accuracies]
-  common = sorted(set.intersection(*seed_sets), key=int)
-  if len(common) < 2 or any(s != set(common) for s in seed_sets):
-    return None
-  return [{m: float(per_model[m][s]) for m in accuracies} for s in common]
+  if not per_model:
+    return None, None
+  no_seeds = sorted(set(accuracies) - set(per_model))
+  seed_sets = {m: set(per_model[m]) for m in accuracies if m in per_model}
+  every = set.union(*seed_sets.values()) if seed_sets else set()
+  lacking = {m: sorted(every - s, key=int) for m, s in seed_sets.items()
+             if s != every}
+  if no_seeds or lacking:
+    parts = ([f"no per-seed accuracies for {no_seeds}"] if no_seeds else [])
+    parts += [f"{m} lacks seed(s) {', '.join(v)}" for m, v in lacking.items()]
+    return None, ("seeds differ between models: " + "; ".join(parts)
+                  + f" (of seeds {sorted(every, key=int)}); agreement "
+                  "intervals leave the fine-tune seeds out")
+  common = sorted(every, key=int)
+  if len(common) < 2:
+    return None, None
+  return [{m: float(per_model[m][s]) for m in accuracies}
+          for s in common], None
 
 
 def _other_datasets(gt_file: str | None, dataset: str):

@@ -75,3 +75,23 @@ def test_bad_input(tmp_path):
   assert not none.columns and "no column could be computed" in none.table()
   assert zoo_benchmark.ground_truth_path("/g", "/data/digits/",
                                          "finetune") == "/g/digits_finetune.json"
+
+
+def test_a_model_missing_seeds_is_reported_not_averaged_silently(tmp_path):
+  path = _target(tmp_path, "tgtc", {"weak": 0.2, "strong": 3.0, "mid": 1.0},
+                 0)
+  gt = tmp_path / "gt.json"
+  _ground_truth(gt, "tgtc", {"weak": 0.3, "mid": 0.6, "strong": 0.9}, 3)
+  doc = json.loads(gt.read_text())
+  del doc["accuracy_seeds"]["tgtc"]["mid"]["2"]
+  gt.write_text(json.dumps(doc))
+  result = rank_lib.rank_zoo(rank_lib.RankConfig(
+      dataset=path, ground_truth=str(gt), metrics=("logme",), resamples=2))
+  assert "mid lacks seed(s) 2" in result.ground_truth_note
+  assert "ground truth: seeds differ" in result.tables()
+  assert result.payload()["ground_truth_note"] == result.ground_truth_note
+  # Complete seeds: no note.
+  _ground_truth(gt, "tgtc", {"weak": 0.3, "mid": 0.6, "strong": 0.9}, 3)
+  result = rank_lib.rank_zoo(rank_lib.RankConfig(
+      dataset=path, ground_truth=str(gt), metrics=("logme",), resamples=2))
+  assert result.ground_truth_note is None
