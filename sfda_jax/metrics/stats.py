@@ -377,7 +377,8 @@ def ledoit_wolf_shrinkage_from_moments(cov: jax.Array, fourth: jax.Array,
   return jnp.where(beta == 0, 0.0, beta / jnp.where(delta == 0, 1.0, delta))
 
 
-def principal_basis(cov: jax.Array) -> tuple[jax.Array, jax.Array]:
+def principal_basis(cov: jax.Array, top: int | None = None
+                    ) -> tuple[jax.Array, jax.Array]:
   """Eigen-decomposition of a covariance, largest first, with a sign convention.
 
   Each eigenvector is flipped so that its largest-magnitude entry is positive
@@ -386,10 +387,20 @@ def principal_basis(cov: jax.Array) -> tuple[jax.Array, jax.Array]:
   (:func:`precise`): float32 returns noise for the components below ~1e-7 of
   the largest variance, which GBC's 64 and PARC's 32 components often reach.
 
+  Args:
+    cov: ``[D, D]`` symmetric.
+    top: only the ``top`` largest pairs (static; ``None``: all). On the host
+      path LAPACK's MRRR driver computes just those (``scipy.linalg.eigh``
+      ``subset_by_index``, ~2.5x faster than a full solve for 64 of 1280);
+      on the device the full solve is sliced.
+
   Returns:
-    ``(eigenvalues [D] descending, eigenvectors [D, D] as columns)``.
+    ``(eigenvalues [k] descending, eigenvectors [D, k] as columns)``, ``k =
+    D`` or ``min(top, D)``.
   """
-  return precise(_principal_basis, cov)
+  d = cov.shape[0]
+  k = d if top is None else min(int(top), d)
+  return precise(lambda ops, c: _principal_basis(ops, c, k), cov)
 
 
 def project_principal(xc: jax.Array, dim: int | None) -> jax.Array:
@@ -398,17 +409,29 @@ def project_principal(xc: jax.Array, dim: int | None) -> jax.Array:
   unchanged when ``dim`` is ``None`` or ``>= D``. GBC's and PARC's PCA."""
   if dim is None or dim >= xc.shape[1]:
     return xc
-  _, basis = principal_basis(gram(xc) / xc.shape[0])
-  return matmul(xc, basis[:, :dim])
+  _, basis = principal_basis(gram(xc) / xc.shape[0], top=dim)
+  return matmul(xc, basis)
 
 
-def _principal_basis(ops, cov):
-  w, v = ops.eigh(0.5 * (cov + cov.T))
+def _principal_basis(ops, cov, k):
+  w, v = ops.eigh_top(0.5 * (cov + cov.T), k)     # ascending, k largest
   w, v = w[::-1], v[:, ::-1]
-  d = v.shape[1]
   idx = ops.argmax(ops.abs(v), axis=0)
-  signs = ops.sign(v[idx, ops.arange(d)])
+  signs = ops.sign(v[idx, ops.arange(k)])
   return w, v * ops.where(signs == 0, 1.0, signs)
+
+
+def _host_eigh_top(a, k):
+  n = a.shape[0]
+  if k >= n:
+    return np.linalg.eigh(a)
+  import scipy.linalg  # pylint: disable=g-import-not-at-top
+  return scipy.linalg.eigh(a, subset_by_index=[n - k, n - 1], driver="evr")
+
+
+def _device_eigh_top(a, k):
+  w, v = eigh(a)
+  return w[a.shape[0] - k:], v[:, a.shape[0] - k:]
 
 
 def pinv_eigh(s: jax.Array, rcond: float | None = None
@@ -455,17 +478,18 @@ def cholesky_with_jitter(a: jax.Array, scale: jax.Array | None = None
 #: The two array namespaces a :func:`precise` step is written against: the
 #: same code runs as NumPy on the host (float64 there even when JAX's x64 is
 #: off) or as jax.numpy on the device (under ``jax_enable_x64``). Only ``eigh``
-#: differs (the device one is the deadlock-safe wrapper above).
+#: and ``eigh_top`` differ (the device ones use the deadlock-safe wrapper
+#: above; the host ``eigh_top`` computes only the requested pairs).
 _HOST_OPS = types.SimpleNamespace(
     **{name: getattr(np, name) for name in (
         "abs", "arange", "argmax", "diagonal", "exp", "log", "max", "maximum",
         "minimum", "sign",
         "outer", "sqrt", "square", "sum", "where", "zeros", "ones")},
-    eigh=np.linalg.eigh)
+    eigh=np.linalg.eigh, eigh_top=_host_eigh_top)
 _DEVICE_OPS = types.SimpleNamespace(
     **{name: getattr(jnp, name) for name in vars(_HOST_OPS)
-       if name != "eigh"},
-    eigh=lambda a: eigh(a))
+       if name not in ("eigh", "eigh_top")},
+    eigh=lambda a: eigh(a), eigh_top=_device_eigh_top)
 
 
 def precise(fn: Callable[..., Any], *args: jax.Array) -> Any:

@@ -501,8 +501,8 @@ def _gbc_from_moments(m: stats.ClassMoments, gaussian_type: str, reg: float):
 def _pca_params(m: stats.ClassMoments, pca_dim: int):
   n, priors, _, cov = _summary(m)
   del n
-  _, basis = stats.principal_basis(cov)
-  return priors @ m.means, basis[:, :pca_dim]
+  _, basis = stats.principal_basis(cov, top=pca_dim)
+  return priors @ m.means, basis
 
 
 def gbc(make_chunks: MakeChunks, num_classes: int | None = None,
