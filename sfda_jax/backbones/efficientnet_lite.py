@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import importlib.util
+import itertools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -190,10 +191,9 @@ def block_specs(width: float,
   """
   specs = []
   in_channels = STEM_CHANNELS
-  for stage, (repeats, kernel, stride, expansion, out) in enumerate(STAGES):
+  for (_, kernel, stride, expansion, out), repeats in zip(
+      STAGES, _stage_repeats(depth)):
     out_channels = round_filters(out, width)
-    if 0 < stage < len(STAGES) - 1:
-      repeats = round_repeats(repeats, depth)
     for i in range(repeats):
       specs.append((in_channels, out_channels, kernel, stride if i == 0 else 1,
                     expansion))
@@ -205,17 +205,17 @@ def block_specs(width: float,
 NUM_STAGES = len(STAGES)
 
 
+def _stage_repeats(depth: float) -> list[int]:
+  """Blocks per stage; the first and last stages are not depth-scaled."""
+  return [round_repeats(r, depth) if 0 < stage < len(STAGES) - 1 else r
+          for stage, (r, *_) in enumerate(STAGES)]
+
+
 def stage_ends(width: float, depth: float) -> list[int]:
   """Blocks through each stage: ``[n_1, n_1 + n_2, ...]`` (``NUM_STAGES``
   entries; the last is ``len(block_specs(width, depth))``)."""
   del width  # the block count does not depend on it
-  ends, total = [], 0
-  for stage, (repeats, *_) in enumerate(STAGES):
-    if 0 < stage < len(STAGES) - 1:
-      repeats = round_repeats(repeats, depth)
-    total += repeats
-    ends.append(total)
-  return ends
+  return list(itertools.accumulate(_stage_repeats(depth)))
 
 
 def stage_channels(width: float) -> list[int]:
