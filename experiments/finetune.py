@@ -69,6 +69,10 @@ flags.DEFINE_float("test_fraction", None, "Image folder without "
                    "training); default 0.2.")
 flags.DEFINE_list("learning_rates", ["0.01", "0.003"], "Grid.")
 flags.DEFINE_list("weight_decays", ["1e-4"], "Grid.")
+flags.DEFINE_integer("warmup_steps", 0, "Linear learning-rate warm-up "
+                     "steps before the cosine decay (0: none).")
+flags.DEFINE_float("clip_norm", 0.0, "Clip each gradient's global norm to "
+                   "this (0: no clipping).")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
 flags.DEFINE_string("cache_dir", None, "Feature cache (linear probe).")
 flags.DEFINE_string("output", "outputs/finetune/ground_truth.json",
@@ -115,6 +119,16 @@ def main(argv):
                    "seed": FLAGS.seed,
                    "shuffle": "full mode, in memory: a per-epoch permutation "
                               "seeded by (training seed, epoch)"}
+  if FLAGS.mode == "linear_probe":
+    config_record["shuffle"] = ("features in memory: a per-epoch "
+                                "permutation seeded by (training seed, "
+                                "epoch)")
+  # Recorded only when used, so files written before these flags existed
+  # keep resuming under their own command.
+  if FLAGS.warmup_steps:
+    config_record["warmup_steps"] = FLAGS.warmup_steps
+  if FLAGS.clip_norm:
+    config_record["clip_norm"] = FLAGS.clip_norm
   runs = ground_truth.resumable_runs(FLAGS.output, config_record)
   done = {ground_truth.run_key(r, FLAGS.seed) for r in runs}
   if done:
@@ -137,10 +151,8 @@ def main(argv):
     if FLAGS.mode == "linear_probe":
       tr = features.extract(bb, train, cache_dir=FLAGS.cache_dir)
       te = features.extract(bb, test, cache_dir=FLAGS.cache_dir)
-      def batches(res, bs=FLAGS.batch_size):
-        return lambda: ((res.features[i:i + bs], res.labels[i:i + bs])
-                        for i in range(0, len(res.labels), bs))
-      train_batches, test_batches = batches(tr), batches(te, 1024)
+      test_batches = finetune.replayable_batches(
+          None, None, 1024, preloaded=(te.features, te.labels))
     else:
       test_batches = finetune.replayable_batches(test, bb.preprocessing,
                                                   FLAGS.batch_size)
@@ -151,14 +163,16 @@ def main(argv):
         for wd in wds:
           if (name, seed, lr, wd) in done:
             continue
-          if FLAGS.mode != "linear_probe":      # a fresh epoch order per run
-            train_batches = finetune.replayable_batches(
-                train, bb.preprocessing, FLAGS.batch_size, shuffle_seed=seed,
-                preloaded=train_data)
+          # a fresh epoch order per run
+          train_batches = finetune.replayable_batches(
+              train, bb.preprocessing, FLAGS.batch_size, shuffle_seed=seed,
+              preloaded=(tr.features, tr.labels)
+              if FLAGS.mode == "linear_probe" else train_data)
           config = finetune.FinetuneConfig(
               mode=FLAGS.mode, steps=FLAGS.steps,
               batch_size=FLAGS.batch_size, learning_rate=lr,
-              weight_decay=wd, seed=seed)
+              weight_decay=wd, seed=seed, warmup_steps=FLAGS.warmup_steps,
+              clip_norm=FLAGS.clip_norm)
           result = finetune.train_and_evaluate(bb, train_batches,
                                                test_batches, num_classes,
                                                config)

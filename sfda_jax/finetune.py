@@ -39,6 +39,8 @@ class FinetuneConfig:
   learning_rate: float = 0.01
   weight_decay: float = 1e-4
   seed: int = 0
+  warmup_steps: int = 0           # linear warm-up from 0 before the cosine
+  clip_norm: float = 0.0          # clip the gradient's global norm (0: off)
 
   def __post_init__(self):
     if self.mode not in ("full", "linear_probe"):
@@ -47,11 +49,19 @@ class FinetuneConfig:
     if self.steps < 1 or self.batch_size < 1 or self.learning_rate <= 0 \
         or self.weight_decay < 0:
       raise ValueError(f"invalid fine-tuning config {self}.")
+    if not 0 <= self.warmup_steps < self.steps:
+      raise ValueError(f"warmup_steps must be in [0, steps={self.steps}), "
+                       f"got {self.warmup_steps}.")
+    if not self.clip_norm >= 0:
+      raise ValueError(f"clip_norm must be >= 0 (0: no clipping), got "
+                       f"{self.clip_norm}.")
 
 
 def optimizer(config: FinetuneConfig, learning_rate: Any = None,
               weight_decay: Any = None) -> optax.GradientTransformation:
-  """SGD, Nesterov momentum 0.9, cosine schedule, decoupled weight decay.
+  """SGD, Nesterov momentum 0.9, cosine schedule (after ``warmup_steps`` of
+  linear warm-up from 0, if any), decoupled weight decay; the gradient's
+  global norm clipped to ``clip_norm`` first when it is > 0.
 
   ``learning_rate`` / ``weight_decay`` (default: the config's) may be traced
   scalars: the state's structure does not depend on their values, so one
@@ -60,8 +70,18 @@ def optimizer(config: FinetuneConfig, learning_rate: Any = None,
   """
   lr = config.learning_rate if learning_rate is None else learning_rate
   wd = config.weight_decay if weight_decay is None else weight_decay
-  schedule = optax.cosine_decay_schedule(lr, config.steps)
-  return optax.chain(optax.add_decayed_weights(wd),
+  if config.warmup_steps:
+    warm, decay = config.warmup_steps, config.steps - config.warmup_steps
+
+    def schedule(count):             # optax's warm-up schedule cannot take
+      frac = jnp.clip((count - warm) / decay, 0.0, 1.0)  # a traced peak
+      return lr * jnp.where(count < warm, count / warm,
+                            0.5 * (1.0 + jnp.cos(jnp.pi * frac)))
+  else:
+    schedule = optax.cosine_decay_schedule(lr, config.steps)
+  clip = ([optax.clip_by_global_norm(config.clip_norm)]
+          if config.clip_norm > 0 else [])
+  return optax.chain(*clip, optax.add_decayed_weights(wd),
                      optax.sgd(schedule, momentum=0.9, nesterov=True))
 
 
@@ -78,14 +98,16 @@ def masked_optimizer(config: FinetuneConfig, mask: Any,
 
 @functools.lru_cache(maxsize=16)
 def _compiled(apply_fn: Any, full: bool, steps: int, mask_leaves: tuple,
-              mask_tree: Any) -> tuple[Any, Any]:
+              mask_tree: Any, warmup_steps: int = 0, clip_norm: float = 0.0
+              ) -> tuple[Any, Any]:
   """``(step, predict)`` jitted once per backbone function, mode, schedule
-  length and trainable mask; the learning rate and weight decay are
-  arguments, so every seed and grid point of a model reuses one compilation
-  (per batch shape)."""
+  (length, warm-up, clipping) and trainable mask; the learning rate and
+  weight decay are arguments, so every seed and grid point of a model reuses
+  one compilation (per batch shape)."""
   mask = jax.tree_util.tree_unflatten(mask_tree, mask_leaves)
   config = FinetuneConfig(mode="full" if full else "linear_probe",
-                          steps=steps)
+                          steps=steps, warmup_steps=warmup_steps,
+                          clip_norm=clip_norm)
 
   def logits_fn(variables, inputs):
     feats = apply_fn(variables["backbone"], inputs)[0] if full else inputs
@@ -200,7 +222,8 @@ def training_step(backbone: Backbone, num_classes: int,
   opt_state = masked_optimizer(config, mask).init(trainable)
   mask_leaves, mask_tree = jax.tree_util.tree_flatten(mask)
   compiled_step, compiled_predict = _compiled(
-      backbone.apply_fn, full, config.steps, tuple(mask_leaves), mask_tree)
+      backbone.apply_fn, full, config.steps, tuple(mask_leaves), mask_tree,
+      config.warmup_steps, config.clip_norm)
   lr = jnp.asarray(config.learning_rate, jnp.float32)
   wd = jnp.asarray(config.weight_decay, jnp.float32)
 

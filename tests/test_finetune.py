@@ -123,7 +123,8 @@ def test_one_compilation_serves_the_whole_grid():
   leaves, tree = jax.tree_util.tree_flatten(
       {"head": {"b": True, "w": True},
        "backbone": finetune._trainable_mask(bb.params)})
-  step, _ = finetune._compiled(bb.apply_fn, True, 12, tuple(leaves), tree)
+  step, _ = finetune._compiled(bb.apply_fn, True, 12, tuple(leaves), tree,
+                               0, 0.0)   # no warm-up, no clipping
   assert finetune._compiled.cache_info().misses == 1     # the same entry
   assert step._cache_size() == 1          # one batch shape: one executable
   # The traced hyper-parameters are the ones used: the same numbers as a
@@ -142,6 +143,74 @@ def test_config_is_validated():
     finetune.FinetuneConfig(mode="partial")
   with pytest.raises(ValueError, match="invalid"):
     finetune.FinetuneConfig(steps=0)
+  with pytest.raises(ValueError, match="warmup_steps"):
+    finetune.FinetuneConfig(steps=10, warmup_steps=10)
+  with pytest.raises(ValueError, match="warmup_steps"):
+    finetune.FinetuneConfig(steps=10, warmup_steps=-1)
+  with pytest.raises(ValueError, match="clip_norm"):
+    finetune.FinetuneConfig(clip_norm=-1.0)
+  with pytest.raises(ValueError, match="clip_norm"):
+    finetune.FinetuneConfig(clip_norm=float("nan"))
+
+
+def _step_sizes(config, lr, grad):
+  """The update sizes the optimizer applies to a 1-parameter model whose
+  gradient is always ``grad`` (no weight decay), over config.steps steps."""
+  tx = finetune.optimizer(config, jnp.float32(lr), jnp.float32(0.0))
+  params = jnp.zeros(1)
+  state, sizes = tx.init(params), []
+  for _ in range(config.steps):
+    updates, state = tx.update(jnp.full(1, grad), state, params)
+    sizes.append(float(updates[0]))
+  return np.asarray(sizes)
+
+
+def test_warmup_ramps_linearly_then_follows_the_cosine():
+  steps, warm, lr = 20, 5, 0.1
+  config = finetune.FinetuneConfig(steps=steps, warmup_steps=warm)
+  count = np.arange(steps)
+  frac = np.clip((count - warm) / (steps - warm), 0, 1)
+  expected = np.where(count < warm, lr * count / warm,
+                      lr * 0.5 * (1 + np.cos(np.pi * frac)))
+  sizes = _step_sizes(config, lr, 1.0)
+  # Nesterov momentum 0.9 with a constant gradient g: direction
+  # d_t = g + 0.9 * m_t with m_t = sum_{i<=t} 0.9^(t-i) g.
+  m = np.array([sum(0.9 ** (t - i) for i in range(t + 1)) for t in count])
+  np.testing.assert_allclose(-sizes, expected * (1 + 0.9 * m), rtol=1e-5)
+  assert sizes[0] == 0.0 and np.all(np.diff(expected[:warm]) > 0)
+  # Without warm-up the schedule is optax's plain cosine, as before.
+  plain = _step_sizes(finetune.FinetuneConfig(steps=steps), lr, 1.0)
+  cosine = np.asarray([optax.cosine_decay_schedule(lr, steps)(t)
+                       for t in count])
+  np.testing.assert_allclose(-plain, cosine * (1 + 0.9 * m), rtol=1e-5)
+
+
+def test_clip_norm_bounds_the_gradient_before_the_step():
+  config = finetune.FinetuneConfig(steps=4, clip_norm=0.5)
+  clipped = _step_sizes(config, 0.1, 100.0)
+  same_as = _step_sizes(finetune.FinetuneConfig(steps=4), 0.1, 0.5)
+  np.testing.assert_allclose(clipped, same_as, rtol=1e-6)
+  free = _step_sizes(finetune.FinetuneConfig(steps=4), 0.1, 100.0)
+  assert abs(free[1]) > 100 * abs(clipped[1])
+
+
+def test_warmup_and_clipping_share_one_compilation_per_schedule():
+  bb = toy_backbone()
+  x, y = toy_data()
+  finetune._compiled.cache_clear()
+  for lr in (0.3, 0.1):
+    config = finetune.FinetuneConfig(steps=30, learning_rate=lr,
+                                     warmup_steps=5, clip_norm=1.0)
+    result = finetune.train_and_evaluate(bb, batches(x, y), batches(x, y),
+                                         3, config, progress=False)
+    np.testing.assert_allclose(result["final_train_loss"],
+                               _reference_loss(bb, x, y, config), rtol=1e-5)
+    assert result["test_accuracy"] > 0.9
+  assert finetune._compiled.cache_info().misses == 1
+  finetune.train_and_evaluate(bb, batches(x, y), batches(x, y), 3,
+                              finetune.FinetuneConfig(steps=30),
+                              progress=False)
+  assert finetune._compiled.cache_info().misses == 2   # another schedule
 
 
 def _image_folder(root, counts):
@@ -165,7 +234,7 @@ def test_finetune_entry_point_on_a_folder_records_its_split(tmp_path):
              "--image_size=32", "--steps=5", f"--dataset={folder}",
              "--num_examples=0", "--test_examples=0", "--test_fraction=0.25",
              "--seed=1", "--seeds=0,1", f"--cache_dir={tmp_path / 'cache'}",
-             f"--output={out}"]
+             "--warmup_steps=1", "--clip_norm=1", f"--output={out}"]
   proc = run_entry_point(command, cwd=REPO_ROOT)
   assert proc.returncode == 0, proc.stderr[-3000:]
   payload = json.loads(out.read_text())
@@ -184,6 +253,11 @@ def test_finetune_entry_point_on_a_folder_records_its_split(tmp_path):
   assert set(accs) == {"efficientnet_lite0", "efficientnet_lite0@random"}
   assert all(0.0 <= a <= 1.0 for a in accs.values())
   assert payload["config"]["mode"] == "linear_probe"
+  assert payload["config"]["warmup_steps"] == 1
+  assert payload["config"]["clip_norm"] == 1.0
+  assert payload["config"]["shuffle"].startswith("features in memory")
+  # Seeds shuffle the features' epoch order too, not only the head's init.
+  assert len({r["final_train_loss"] for r in payload["runs"]}) == 8
   assert {"command", "environment", "runs"} <= set(payload)
   assert {"python", "device", "jax", "optax"} <= set(payload["environment"])
   # How the test set was made: one folder, a seeded disjoint holdout of

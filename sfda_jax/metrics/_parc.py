@@ -40,24 +40,26 @@ __all__ = ["parc", "parc_core", "stratified_subsample"]
 DEFAULT_MAX_SAMPLES = 5000
 
 
-def _average_ranks(v: jax.Array) -> jax.Array:
-  """1-based ranks of ``v`` with ties given their average rank.
+def _sorted_average_ranks(v: jax.Array, *carried: jax.Array
+                          ) -> tuple[jax.Array, ...]:
+  """1-based ranks of ``v`` with ties given their average rank, in sorted
+  order, with ``carried`` arrays permuted alongside.
 
-  One sort carrying the original positions, then each run of equal values
-  gets ``(first + last) / 2 + 1`` from a forward ``cummax`` of run starts and
-  a backward ``cummin`` of run ends, scattered back by position: no binary
-  searches over the (up to 50 M) pairs.
+  One sort, then each run of equal values gets ``(first + last) / 2 + 1``
+  from a forward ``cummax`` of run starts and a backward ``cummin`` of run
+  ends. A rank correlation is a sum over pairs, so it is taken in sorted
+  order with the other variable carried through the sort: no scatter back
+  to the original positions and no binary searches over the (up to 50 M)
+  pairs.
   """
   m = v.shape[0]
   pos = jnp.arange(m)
-  s, order = lax.sort((v, pos), num_keys=1)
+  s, *rest = lax.sort((v, *carried), num_keys=1)
   new_run = jnp.concatenate([jnp.ones((1,), bool), s[1:] != s[:-1]])
   run_end = jnp.concatenate([s[1:] != s[:-1], jnp.ones((1,), bool)])
   first = lax.cummax(jnp.where(new_run, pos, 0))
   last = lax.cummin(jnp.where(run_end, pos, m - 1), reverse=True)
-  ranks_sorted = (first + last).astype(v.dtype) / 2.0 + 1.0
-  return jnp.zeros_like(v).at[order].set(ranks_sorted,
-                                         unique_indices=True)
+  return ((first + last).astype(v.dtype) / 2.0 + 1.0, *rest)
 
 
 def _reduce(x: jax.Array, pca_dim: int) -> jax.Array:
@@ -87,11 +89,11 @@ def _pairwise(xc: jax.Array, labels: jax.Array) -> jax.Array:
   dist_f = (1.0 - stats.matmul(r, r.T))[iu]
   # Label dissimilarity takes two values: ties get their average rank.
   same = (labels[:, None] == labels[None, :])[iu]
+  rank_f, same = _sorted_average_ranks(dist_f, same)   # both in sorted order
   num_pairs = same.shape[0]
   num_same = jnp.sum(same).astype(xc.dtype)
   rank_y = jnp.where(same, (num_same + 1.0) / 2.0,
                      num_same + (num_pairs - num_same + 1.0) / 2.0)
-  rank_f = _average_ranks(dist_f)
   # Pearson of the ranks, scaled to [0, 1] first: raw rank products reach
   # M^3 ~ 1e21 for 12.5 M pairs and their product overflows float32.
   a = (rank_f - rank_f.mean()) / num_pairs

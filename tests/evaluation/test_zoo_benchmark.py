@@ -95,3 +95,29 @@ def test_a_model_missing_seeds_is_reported_not_averaged_silently(tmp_path):
   result = rank_lib.rank_zoo(rank_lib.RankConfig(
       dataset=path, ground_truth=str(gt), metrics=("logme",), resamples=2))
   assert result.ground_truth_note is None
+
+
+def test_committed_ground_truth_was_made_by_the_documented_command():
+  """Every committed bench file records the command ``ground_truth_command``
+  prints for a missing one (one source for the benchmark's settings), covers
+  the whole ``bench`` zoo and, when complete, has every seed of every
+  model."""
+  directory = zoo_benchmark.default_ground_truth_dir()
+  found = 0
+  for target in zoo_benchmark.TARGETS:
+    for kind in zoo_benchmark.KINDS:
+      path = zoo_benchmark.ground_truth_path(directory, target, kind)
+      if not os.path.isfile(path):
+        continue
+      found += 1
+      with open(path) as f:
+        payload = json.load(f)
+      rel = f"sfda_jax/evaluation/ground_truth/bench/{target}_{kind}.json"
+      assert payload["command"] == zoo_benchmark.ground_truth_command(
+          target, kind, rel)
+      if payload["complete"]:
+        zoo = rank_lib.model_names("bench", target)
+        seeds = payload["accuracy_seeds"][target]
+        assert sorted(seeds) == sorted(zoo)
+        assert all(len(seeds[m]) == 3 for m in zoo)
+  assert found >= 1
