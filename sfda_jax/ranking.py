@@ -247,6 +247,27 @@ def checked_features(features_by_model: Mapping[str, Any], labels: Any
   return feats, enc
 
 
+def metric_names(metrics: str | Sequence[str]) -> tuple[str, ...]:
+  """``metrics`` as a tuple of known metric names: a sequence of names, or a
+  string holding one name or several separated by commas (``"sfda"`` is one
+  metric, not four letters).
+
+  Raises:
+    ValueError: no name, or a name not in :data:`ALL_METRICS`.
+  """
+  if isinstance(metrics, str):
+    metrics = metrics.split(",")
+  names = tuple(str(m).strip() for m in metrics)
+  if not names or not all(names):
+    raise ValueError(f"metrics must name at least one metric (empty names "
+                     f"are not allowed), got {metrics!r}; valid: "
+                     f"{list(ALL_METRICS)}.")
+  unknown = [m for m in names if m not in ALL_METRICS]
+  if unknown:
+    raise ValueError(f"unknown metric(s) {unknown}; valid: {list(ALL_METRICS)}.")
+  return names
+
+
 def score_models(features_by_model: Mapping[str, Any], labels: Any,
                  metrics: Sequence[str] = FEATURE_METRICS,
                  source_probs_by_model: Mapping[str, Any] | None = None,
@@ -310,9 +331,7 @@ def score_models(features_by_model: Mapping[str, Any], labels: Any,
     >>> sorted(result.scores["sfda"]), list(result.failures["sfda"])
     (['bad', 'good'], ['flat'])
   """
-  unknown = [m for m in metrics if m not in ALL_METRICS]
-  if unknown:
-    raise ValueError(f"unknown metric(s) {unknown}; valid: {list(ALL_METRICS)}.")
+  metrics = metric_names(metrics)
   if on_error not in ON_ERROR:
     raise ValueError(f"on_error must be one of {list(ON_ERROR)}, got "
                      f"{on_error!r}.")

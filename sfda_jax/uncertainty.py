@@ -218,6 +218,7 @@ def resample_scores(features_by_model: Mapping[str, Any], labels: Any,
     (1.0, 1.0)
   """
   _check_settings(resamples, fraction, replace, seed)
+  metrics = ranking.metric_names(metrics)      # "sfda" is one metric
   wrong = [m for m in metrics if m not in registry.FEATURE_METRICS]
   if wrong:
     raise ValueError(f"resample_scores scores feature metrics; {wrong} "

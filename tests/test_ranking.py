@@ -190,6 +190,23 @@ def test_batched_call_that_raises_falls_back_to_one_model_at_a_time(
   assert stack_sizes == [3, 1, 1, 1, 1]
 
 
+def test_a_metric_name_string_is_one_metric_not_letters():
+  y, feats = _zoo()
+  one = sfda_jax.score_models(feats, y, metrics="sfda")
+  assert list(one) == ["sfda"]
+  assert one == sfda_jax.score_models(feats, y, metrics=("sfda",))
+  two = sfda_jax.score_models(feats, y, metrics="sfda, hscore")
+  assert list(two) == ["sfda", "hscore"]
+  with pytest.raises(ValueError, match="at least one metric"):
+    sfda_jax.score_models(feats, y, metrics="")
+  with pytest.raises(ValueError, match="at least one metric"):
+    sfda_jax.score_models(feats, y, metrics=())
+  with pytest.raises(ValueError, match=r"unknown metric\(s\) \['s'\]"):
+    sfda_jax.score_models(feats, y, metrics=list("s"))
+  r = sfda_jax.resample_scores(feats, y, metrics="hscore", resamples=2)
+  assert list(r.scores) == ["hscore"]
+
+
 def test_record_mode_still_raises_mistakes_that_concern_every_cell(
     monkeypatch):
   y, feats = _zoo()

@@ -36,7 +36,8 @@ from sfda_jax import uncertainty
 from sfda_jax.evaluation import ground_truth as ground_truth_lib
 from sfda_jax.evaluation import priors as priors_lib
 
-__all__ = ["ZOOS", "RankConfig", "RankResult", "model_names", "rank_zoo"]
+__all__ = ["ZOOS", "RankConfig", "RankResult", "model_names", "rank_zoo",
+           "rejudge"]
 
 #: Named model zoos for ``RankConfig.models``.
 ZOOS = {
@@ -96,17 +97,20 @@ class RankConfig:
     batch_size: extraction batch size.
     data_dir: TFDS data_dir.
     cache_dir: feature cache (None: ``~/.cache/sfda_jax``).
-    ground_truth: a JSON of fine-tune accuracies, ``auto`` (the committed one
-      for the dataset when it covers every model) or ``none``.
+    ground_truth: a JSON of fine-tune accuracies, ``auto`` (the first
+      complete committed file for the dataset that covers every model:
+      ``ground_truth.COMMITTED``) or ``none``.
     features_dataset: dataset part of precomputed feature file names
       (inferred when unambiguous).
     dtype: backbone compute dtype, ``float32`` / ``bfloat16`` (None: bfloat16
       on accelerators, float32 on CPU).
     image_size: input resolution in px (0: each model's native one; None:
       the resolution the ground truth was fine-tuned at when its file states
-      one, ``config.image_size``, else native). The committed Fashion-MNIST
-      ground truth was fine-tuned at 112 px, so the default job scores at
-      112 px too (4x fewer pixels than 224 px for 28 x 28 images).
+      one, ``config.image_size``, else native). ``auto`` picks the bench
+      ground truth for Fashion-MNIST and digits, fine-tuned at 32 px (about
+      the images' own 28 px), so the default job scores at 32 px too; the
+      112-px file of the offline zoo is
+      ``ground_truth/fashion_mnist_efficientnet_lite.json``.
     seed: seed of the subset, random controls, NLEEP and the resamples.
     resamples: ``B`` paired resamples of 80% of the samples for score
       uncertainty (:func:`sfda_jax.resample_scores`); 0: none.
@@ -341,8 +345,6 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
                                 seed=config.seed, on_error="record")
   timings["scoring"] = time.perf_counter() - t0
   scores = scored.table()                       # None for a failed cell
-  agreement, skipped = (report.agreement_by_metric(scores, accuracies)
-                        if accuracies else ({}, {}))
   resampling = None
   resampled = [m for m in metrics if m in ranking.FEATURE_METRICS]
   if config.resamples and resampled:
@@ -357,6 +359,27 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
           progress=lambda m, n: (bar.set_postfix_str(f"{m} / {n}"),
                                  bar.update()))
     timings["resampling"] = time.perf_counter() - t0
+  judged = _judge(scores, resampling, sorted(feats), gt_file, dataset_name,
+                  accuracies, config.priors)
+  timings["total"] = time.perf_counter() - start
+  result = RankResult(
+      dataset=dataset_name, split=split, num_examples=num_examples,
+      models=sorted(feats), scores=scores, failures=scored.failures,
+      num_scored=scored.num_scored,
+      timings=timings, versions=environment.record(("flax",)),
+      image_size=size, resampling=resampling, **judged)
+  if output_dir is not None:
+    result.write(output_dir)
+  return result
+
+
+def _judge(scores, resampling, models, gt_file, dataset_name, accuracies,
+           priors: bool) -> dict:
+  """The ground-truth half of a :class:`RankResult` (agreement, its draws,
+  priors, seed note) from the scores: what :func:`rejudge` recomputes for
+  another ground truth without scoring again."""
+  agreement, skipped = (report.agreement_by_metric(scores, accuracies)
+                        if accuracies else ({}, {}))
   seed_note = None
   if accuracies:
     seed_table, seed_note = _seed_accuracies(gt_file, dataset_name,
@@ -366,13 +389,13 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
     _add_agreement_draws(agreement, scores, resampling, accuracies,
                          seed_table)
   prior_scores, prior_agreement = None, {}
-  if config.priors:
+  if priors:
     try:
       prior_scores = priors_lib.prior_scores(
-          sorted(feats), accuracies=_other_datasets(gt_file, dataset_name),
+          models, accuracies=_other_datasets(gt_file, dataset_name),
           target=dataset_name)
     except ValueError as e:       # e.g. another dataset with equal accuracies
-      partial = priors_lib.prior_scores(sorted(feats))
+      partial = priors_lib.prior_scores(models)
       prior_scores = priors_lib.PriorScores(
           scores=partial.scores,
           omitted={**partial.omitted, "lodo": ranking._one_line(e)})  # pylint: disable=protected-access
@@ -385,20 +408,28 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
         best = max(a["weighted_tau"] for a in prior_agreement.values())
         for row in agreement.values():
           row["margin_over_best_prior"] = row["weighted_tau"] - best
-  timings["total"] = time.perf_counter() - start
-  result = RankResult(
-      dataset=dataset_name, split=split, num_examples=num_examples,
-      models=sorted(feats), scores=scores, failures=scored.failures,
-      num_scored=scored.num_scored, ground_truth=accuracies,
-      ground_truth_file=gt_file, agreement=agreement,
-      agreement_skipped=skipped, timings=timings,
-      versions=environment.record(("flax",)), image_size=size,
-      resampling=resampling,
-      priors=prior_scores, prior_agreement=prior_agreement,
-      ground_truth_note=seed_note)
-  if output_dir is not None:
-    result.write(output_dir)
-  return result
+  return dict(ground_truth=accuracies, ground_truth_file=gt_file,
+              agreement=agreement, agreement_skipped=skipped,
+              priors=prior_scores, prior_agreement=prior_agreement,
+              ground_truth_note=seed_note)
+
+
+def rejudge(result: RankResult, ground_truth: str,
+            priors: bool = True) -> RankResult:
+  """``result`` judged against another ground-truth file: the same scores
+  and resamples (nothing is extracted or scored again), with the agreement,
+  its intervals, the priors and the seed note recomputed.
+
+  Raises:
+    ValueError: what ``ground_truth`` resolution raises (e.g. the file has
+      no accuracy for a ranked model).
+  """
+  gt_file, accuracies = ground_truth_lib.resolve(ground_truth,
+                                                 result.dataset,
+                                                 result.models)
+  return dataclasses.replace(result, **_judge(
+      result.scores, result.resampling, list(result.models), gt_file,
+      result.dataset, accuracies, priors))
 
 
 def _check_resamples(config: RankConfig, labels) -> None:

@@ -4,11 +4,11 @@ ground truth on each target, in one table.
 For every target dataset and every kind of ground truth (``finetune``: the
 cut network plus a new head trained end to end; ``linear_probe``: a head on
 frozen features), :func:`run` ranks the zoo with
-:func:`~sfda_jax.evaluation.rank_zoo` against that ground-truth file (the
-features are extracted once per target and cached, so the second kind costs
-only scoring) and :class:`BenchmarkResult` collects, per metric and prior,
-the weighted tau, its 5-95% interval over (score resample, fine-tune seed)
-draws, and the best metric of each column.
+:func:`~sfda_jax.evaluation.rank_zoo` against that ground-truth file and
+:class:`BenchmarkResult` collects, per metric and prior, the weighted tau, its 5-95% interval over (score resample, fine-tune seed)
+draws, and the best metric of each column. A target is scored once: its
+other kinds of ground truth at the same resolution re-judge the same scores
+and resamples (:func:`~sfda_jax.evaluation.rank.rejudge`).
 
 Ground-truth files follow one naming rule, ``{target}_{kind}.json`` in one
 directory (default: the package's ``ground_truth/bench/``), as written by
@@ -161,6 +161,17 @@ TARGET_FLAGS = {"fashion_mnist": "--num_examples=1000 --test_examples=1000",
                 "digits": "--num_examples=0 --test_examples=0"}
 
 
+def _incomplete_runs(path: str) -> int | None:
+  """The number of finished runs of a ground-truth file that says it is
+  not complete (``"complete": false``), else None."""
+  import json  # pylint: disable=g-import-not-at-top
+  with open(path) as f:
+    payload = json.load(f)
+  if isinstance(payload, dict) and payload.get("complete") is False:
+    return len(payload.get("runs", ()))
+  return None
+
+
 def ground_truth_command(target: str, kind: str, path: str) -> str:
   """The ``experiments.finetune`` command that makes (or resumes) the
   ``kind`` ground truth of ``target`` at ``path`` with the benchmark's
@@ -192,7 +203,8 @@ def run(targets: Sequence[str] = TARGETS, kinds: Sequence[str] = KINDS,
 
   Returns:
     The :class:`BenchmarkResult`; a column whose ground-truth file does not
-    exist is listed in ``missing`` with the command that makes it.
+    exist, or says it is incomplete (a stopped fine-tuning job), is listed
+    in ``missing`` with the command that makes or resumes it.
 
   Raises:
     ValueError: an unknown kind, no target, or what ``rank_zoo`` raises for
@@ -210,6 +222,7 @@ def run(targets: Sequence[str] = TARGETS, kinds: Sequence[str] = KINDS,
   sizes = {"digits": None} if num_examples is None else dict(num_examples)
   columns, missing = [], {}
   for target in targets:
+    ranked = None           # (resolution, RankResult) scored for this target
     for kind in kinds:
       path = ground_truth_path(directory, target, kind)
       key = f"{target}/{kind}"
@@ -217,10 +230,22 @@ def run(targets: Sequence[str] = TARGETS, kinds: Sequence[str] = KINDS,
         missing[key] = f"no ground truth {path}; make it with " + \
             ground_truth_command(target, kind, path)
         continue
+      runs = _incomplete_runs(path)
+      if runs is not None:            # a fine-tuning job that stopped
+        missing[key] = (f"ground truth {path} is incomplete ({runs} finished "
+                        "runs); resume it with " +
+                        ground_truth_command(target, kind, path))
+        continue
       if progress is not None:
         progress(key)
-      result = rank_lib.rank_zoo(dataclasses.replace(
-          base, dataset=target, ground_truth=path,
-          num_examples=sizes.get(target, base.num_examples)))
+      size = rank_lib._image_size(base.image_size, path)  # pylint: disable=protected-access
+      if ranked is not None and ranked[0] == size:
+        # The same features and scores: only the agreement changes.
+        result = rank_lib.rejudge(ranked[1], path, base.priors)
+      else:
+        result = rank_lib.rank_zoo(dataclasses.replace(
+            base, dataset=target, ground_truth=path,
+            num_examples=sizes.get(target, base.num_examples)))
+        ranked = (size, result)
       columns.append(column_from_rank(result, target, kind))
   return BenchmarkResult(columns=tuple(columns), missing=missing)

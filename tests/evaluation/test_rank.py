@@ -309,17 +309,17 @@ def test_rank_offline_zoo_on_fashion_mnist(fmnist_dir, tmp_path):
                      cache_dir=str(tmp_path / "cache"))
   payload = json.loads((out / "results.json").read_text())
   assert payload["num_examples"] == 40
-  assert payload["image_size"] == 112       # the ground truth's resolution
+  assert payload["image_size"] == 32        # the ground truth's resolution
   assert payload["resampling"]["num_samples"] == 32
   assert "imagenet_top1" in payload["priors"]["agreement"]
   assert set(payload["scores"]["sfda"]) == {"efficientnet_lite0",
                                             "efficientnet_lite0@random"}
   assert set(payload["scores"]["leep"]) == {"efficientnet_lite0"}
   # ground_truth="auto" picked the committed Fashion-MNIST fine-tune results
-  # (package data).
+  # of the bench zoo (package data), which cover these models.
   assert payload["ground_truth_file"].endswith(
-      os.path.join("sfda_jax", "evaluation", "ground_truth",
-                   "fashion_mnist_efficientnet_lite.json"))
+      os.path.join("sfda_jax", "evaluation", "ground_truth", "bench",
+                   "fashion_mnist_finetune.json"))
   assert set(payload["ground_truth"]) == set(payload["models"])
   assert set(payload["agreement"]) == {"sfda", "logme"}
   assert "agreement with fine-tune accuracy" in result.tables()

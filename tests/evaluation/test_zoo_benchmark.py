@@ -66,6 +66,24 @@ def test_columns_rows_best_metric_and_missing(tmp_path):
   assert json.loads(json.dumps(result.to_json()))["missing"]
 
 
+def test_an_incomplete_ground_truth_is_reported_with_its_resume_command(
+    tmp_path):
+  a = _target(tmp_path, "tgta", {"weak": 0.2, "strong": 3.0}, 0)
+  gt = tmp_path / "gt"
+  gt.mkdir()
+  (gt / "tgta_finetune.json").write_text(json.dumps(
+      {"accuracies": {"tgta": {"weak": 0.3}}, "complete": False,
+       "runs": [{"model": "weak"}] * 5}))
+  result = zoo_benchmark.run([a], kinds=["finetune"],
+                             ground_truth_dir=str(gt),
+                             config=rank_lib.RankConfig(metrics=("hscore",),
+                                                        resamples=2))
+  assert not result.columns
+  note = result.missing[f"{a}/finetune"]
+  assert "incomplete (5 finished runs)" in note
+  assert "resume it with python -m experiments.finetune" in note
+
+
 def test_bad_input(tmp_path):
   with pytest.raises(ValueError, match="unknown ground-truth kind"):
     zoo_benchmark.run(["digits"], kinds=["probe"])
@@ -121,3 +139,41 @@ def test_committed_ground_truth_was_made_by_the_documented_command():
         assert sorted(seeds) == sorted(zoo)
         assert all(len(seeds[m]) == 3 for m in zoo)
   assert found >= 1
+
+
+def test_a_target_is_scored_once_and_rejudged_per_kind(tmp_path,
+                                                        monkeypatch):
+  strengths = {"weak": 0.2, "mid": 1.0, "strong": 3.0}
+  a = _target(tmp_path, "tgta", strengths, 0)
+  gt = tmp_path / "gt"
+  gt.mkdir()
+  _ground_truth(gt / "tgta_finetune.json", "tgta",
+                {"weak": 0.3, "mid": 0.6, "strong": 0.9}, 3)
+  probe = {"weak": 0.6, "mid": 0.3, "strong": 0.9}     # another order
+  _ground_truth(gt / "tgta_linear_probe.json", "tgta", probe, 3)
+  config = rank_lib.RankConfig(metrics=("logme", "hscore"), resamples=4)
+  calls = []
+  real = rank_lib.rank_zoo
+  monkeypatch.setattr(rank_lib, "rank_zoo",
+                      lambda c: calls.append(c) or real(c))
+  result = zoo_benchmark.run([a], ground_truth_dir=str(gt), config=config)
+  assert len(calls) == 1                  # the second kind scored nothing
+  # Re-judging equals ranking again against that file.
+  direct = real(rank_lib.RankConfig(
+      dataset=a, metrics=("logme", "hscore"), resamples=4,
+      ground_truth=str(gt / "tgta_linear_probe.json")))
+  probe_column = result.columns[1]
+  assert probe_column.ground_truth_file == str(gt / "tgta_linear_probe.json")
+  for metric in ("logme", "hscore"):
+    row = probe_column.rows[metric]
+    assert row["weighted_tau"] == pytest.approx(
+        direct.agreement[metric]["weighted_tau"])
+    assert row["p5"] == pytest.approx(
+        direct.agreement[metric]["weighted_tau_p5"])
+  assert direct.ground_truth == probe
+  rejudged = rank_lib.rejudge(direct, str(gt / "tgta_finetune.json"))
+  assert rejudged.scores == direct.scores
+  assert rejudged.agreement["logme"]["weighted_tau"] == pytest.approx(1.0)
+  with pytest.raises(ValueError, match="no accuracy for"):
+    _ground_truth(gt / "small.json", "tgta", {"weak": 0.1}, 3)
+    rank_lib.rejudge(direct, str(gt / "small.json"))
