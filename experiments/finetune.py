@@ -91,6 +91,9 @@ def main(argv):
   seeds = ground_truth.parse_seeds(FLAGS.seeds, FLAGS.seed)
   out_dir = os.path.dirname(os.path.abspath(FLAGS.output))
   report.check_output_dir(out_dir)
+  data.check_name(FLAGS.dataset)        # a typo, before choosing models
+  if FLAGS.test_dataset:
+    data.check_name(FLAGS.test_dataset)
   names = rank_lib.model_names(",".join(FLAGS.models), FLAGS.dataset)  # zoos
   for name in names:                    # a bad @suffix fails before loading
     backbones.parse_name(name)

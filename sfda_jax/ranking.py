@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
+from absl import logging
+
 from sfda_jax.metrics import _runner
 from sfda_jax.metrics import _validation
 from sfda_jax.metrics import registry
@@ -247,6 +249,33 @@ def checked_features(features_by_model: Mapping[str, Any], labels: Any
   return feats, enc
 
 
+#: Metrics that saturate when samples do not outnumber feature dimensions
+#: (a full-rank within-class scatter / Gram is then singular: SFDA -> 1,
+#: H-score -> K - 1, LogME's evidence stops separating models).
+SATURATING_METRICS = ("sfda", "hscore", "logme")
+
+
+def saturation_warning(shapes: Mapping[str, tuple[int, ...]],
+                       metrics: Sequence[str]) -> str | None:
+  """A warning when ``N <= D`` for a model scored by a metric of
+  :data:`SATURATING_METRICS` (``shapes``: ``{model: (N, D)}``), naming the
+  fix; None otherwise."""
+  hit = [m for m in metrics if m in SATURATING_METRICS]
+  small = {name: shape for name, shape in shapes.items()
+           if len(shape) == 2 and shape[0] <= shape[1]}
+  if not hit or not small:
+    return None
+  worst = max(shape[1] for shape in small.values())
+  models = ", ".join(f"{name} (N={shape[0]}, D={shape[1]})"
+                     for name, shape in sorted(small.items()))
+  return (f"{', '.join(hit)} saturate when samples do not outnumber feature "
+          f"dimensions (N <= D), so their scores may not separate models: "
+          f"{models}. Score at least 1.5 x D = {int(1.5 * worst)} samples "
+          f"(experiments.rank: --num_examples={int(1.5 * worst)}) or compare "
+          "with a metric that reduces dimensions first (gbc, parc, nleep, "
+          "transrate).")
+
+
 def metric_names(metrics: str | Sequence[str]) -> tuple[str, ...]:
   """``metrics`` as a tuple of known metric names: a sequence of names, or a
   string holding one name or several separated by commas (``"sfda"`` is one
@@ -352,6 +381,10 @@ def score_models(features_by_model: Mapping[str, Any], labels: Any,
       raise ValueError(f"source_probs of model {name!r} must be [{n}, Z] "
                        f"(one row per label), got shape {tuple(shape)}.")
 
+  warning = saturation_warning({k: tuple(v.shape) for k, v in feats.items()},
+                               metrics)
+  if warning:
+    logging.warning("%s", warning)
   cells = _Cells(metrics, on_error)
   feature_metrics = [m for m in metrics if specs[m].inputs == "features"]
   # Every feature cell's value check runs before any heavy work.

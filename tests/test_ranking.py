@@ -207,6 +207,23 @@ def test_a_metric_name_string_is_one_metric_not_letters():
   assert list(r.scores) == ["hscore"]
 
 
+def test_n_at_most_d_warns_for_the_saturating_metrics(caplog):
+  from sfda_jax import ranking
+  text = ranking.saturation_warning({"wide": (60, 80), "tall": (60, 8)},
+                                    ("sfda", "gbc"))
+  assert "sfda saturate" in text and "wide (N=60, D=80)" in text
+  assert "tall" not in text and "--num_examples=120" in text
+  assert ranking.saturation_warning({"wide": (60, 80)}, ("gbc",)) is None
+  assert ranking.saturation_warning({"tall": (60, 8)}, ("sfda",)) is None
+  assert ranking.saturation_warning({"square": (8, 8)}, ("logme",))
+  rng = np.random.default_rng(0)
+  y = np.repeat(np.arange(3), 10)
+  with caplog.at_level("WARNING"):
+    sfda_jax.score_models({"wide": rng.normal(size=(30, 40))}, y,
+                          metrics="hscore")
+  assert "N <= D" in caplog.text and "wide (N=30, D=40)" in caplog.text
+
+
 def test_record_mode_still_raises_mistakes_that_concern_every_cell(
     monkeypatch):
   y, feats = _zoo()

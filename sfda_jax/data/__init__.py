@@ -33,7 +33,7 @@ from sfda_jax.data._dataset import (DatasetNotPreparedError, ImageDataset,
                                     check_disjoint, from_arrays,
                                     stratified_indices, stratified_split)
 from sfda_jax.data.preprocessing import Preprocessing
-from sfda_jax.data._load import (DEFAULT_TEST_FRACTION, load,
+from sfda_jax.data._load import (DEFAULT_TEST_FRACTION, check_name, load,
                                  load_train_test, prepare_fashion_mnist)
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "ImageDataset",
     "Preprocessing",
     "check_disjoint",
+    "check_name",
     "from_arrays",
     "load",
     "load_train_test",

@@ -8,7 +8,7 @@ from typing import Any
 from sfda_jax.data._dataset import (HOLDOUT_PARTS, ImageDataset,
                                     _check_test_fraction, check_disjoint)
 
-__all__ = ["DEFAULT_TEST_FRACTION", "load", "load_train_test",
+__all__ = ["DEFAULT_TEST_FRACTION", "check_name", "load", "load_train_test",
            "prepare_fashion_mnist"]
 
 # The holdout share `load_train_test` uses for a folder without a test set.
@@ -37,6 +37,20 @@ def _is_folder(name: str) -> bool:
   if os.sep in name or (os.altsep and os.altsep in name):
     return os.path.exists(name) or not _is_tfds_name(name)
   return os.path.isdir(name) and not _is_tfds_name(name)
+
+
+def check_name(name: str) -> None:
+  """Raises a ValueError (with close matches) for a dataset name that is
+  neither ``digits``, an image folder nor a TFDS name; reads no data. Lets
+  callers refuse a typo before choosing models or loading weights."""
+  if not isinstance(name, str) or not name.strip():
+    raise ValueError(f"name must be a TFDS dataset name or a folder path, got "
+                     f"{name!r}.")
+  if name == "digits" or _is_folder(name) or _is_tfds_name(name):
+    return
+  # pylint: disable-next=g-import-not-at-top
+  from sfda_jax.data._tfds import unknown_dataset_error
+  raise unknown_dataset_error(name)
 
 
 def load(name: str, split: str = "train", num_examples: int | None = None,

@@ -81,14 +81,22 @@ def make_builder(name: str, data_dir: str | None):
   try:
     return tfds.builder(spec, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
-    matches = _close_matches(spec)
-    hint = (f" Did you mean {', '.join(repr(m) for m in matches)}?"
-            if matches else "")
-    raise ValueError(
-        f"Unknown dataset {name!r}: it is neither a TFDS dataset nor an "
-        f"existing folder.{hint} See tfds.list_builders() for TFDS names, or "
-        "pass the path of an image folder (one sub-folder per class)."
-    ) from e
+    raise unknown_dataset_error(name, spec) from e
+
+
+def unknown_dataset_error(name: str, spec: str | None = None) -> ValueError:
+  """The error for a dataset name that is neither a TFDS dataset nor an
+  existing folder, with close TFDS matches."""
+  matches = _close_matches(spec or name)
+  if name != "digits" and difflib.get_close_matches(name, ["digits"],
+                                                    cutoff=0.6):
+    matches = ["digits"] + matches
+  hint = (f" Did you mean {', '.join(repr(m) for m in matches)}?"
+          if matches else "")
+  return ValueError(
+      f"Unknown dataset {name!r}: it is neither a TFDS dataset nor an "
+      f"existing folder.{hint} See tfds.list_builders() for TFDS names, or "
+      "pass the path of an image folder (one sub-folder per class).")
 
 
 def _data_dir_root(builder) -> str:

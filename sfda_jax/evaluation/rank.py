@@ -313,6 +313,7 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
   else:
     # pylint: disable-next=g-import-not-at-top
     from sfda_jax import backbones, data, features
+    data.check_name(config.dataset)      # a typo, before choosing the zoo
     names = model_names(config.models, config.dataset)
     gt_file, accuracies = ground_truth_lib.resolve(     # before extraction
         config.ground_truth, config.dataset, names)

@@ -589,6 +589,20 @@ def test_load_train_test_tfds_named_splits(fmnist_dir):
 def test_unknown_name_suggests_close_match():
   with pytest.raises(ValueError, match="Did you mean 'cifar10'"):
     data.load("cifar_10")
+  with pytest.raises(ValueError, match="Did you mean 'cifar10'"):
+    data.check_name("cifar_10")          # reads nothing
+
+
+def test_check_name_accepts_every_kind_of_dataset(tmp_path):
+  for name in ("digits", "fashion_mnist", "voc/2007", "cifar10:3.0.2",
+               str(tmp_path), "./not/yet/there"):
+    data.check_name(name)
+  with pytest.raises(ValueError, match="Did you mean 'digits'"):
+    data.check_name("digit")
+  with pytest.raises(ValueError, match="neither a TFDS dataset"):
+    data.check_name("zzzqqq")
+  with pytest.raises(ValueError, match="TFDS dataset name or a folder"):
+    data.check_name("  ")
 
 
 def test_offline_unprepared_fails_fast(tmp_path, monkeypatch):

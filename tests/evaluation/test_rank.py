@@ -166,6 +166,13 @@ def test_rank_reports_bad_input_before_work(features_dir, tmp_path):
     rank(tmp_path, dataset=str(d), num_examples=-1)
   with pytest.raises(ValueError, match="--models is empty"):
     rank(tmp_path, models=" , ")
+  # A dataset typo is named before the zoo is chosen (with the default
+  # models=auto an unknown name used to mean the online zoo and a hub error).
+  with pytest.raises(ValueError, match="Did you mean 'fashion_mnist'"):
+    rank(tmp_path, dataset="fashion_mnst", cache_dir=str(tmp_path / "c"))
+  with pytest.raises(ValueError, match="Did you mean 'digits'"):
+    rank(tmp_path, dataset="digts")
+  assert not (tmp_path / "c").exists()
 
 
 def test_model_names_zoos_and_lists():
