@@ -53,16 +53,29 @@ def write_bytes(path: str, data: bytes) -> None:
 
 def check_writable_dir(path: str, what: str = "output directory",
                        hint: str = "") -> None:
-  """Creates ``path`` and proves it writable by creating and removing a
-  file there (``os.access`` misjudges read-only mounts and ACLs), before
-  any heavy work.
+  """Proves ``path`` writable before any heavy work, without creating it:
+  a file is created and removed in ``path`` or, when it does not exist yet,
+  in its nearest existing ancestor (``os.access`` misjudges read-only mounts
+  and ACLs). So a run that fails later leaves no empty directory behind;
+  the writers (:func:`write_with`) create the directories they need.
 
   Raises:
-    ValueError: ``"<what> <path> is not writable: <reason><hint>"``.
+    ValueError: ``"<what> <path> is not writable: <reason><hint>"``, e.g.
+      ``"... is a file, not a directory"``.
   """
+  full = os.path.abspath(path)
+  probe_dir = full
+  while not os.path.lexists(probe_dir):       # nearest existing ancestor
+    parent = os.path.dirname(probe_dir)
+    if parent == probe_dir:
+      break
+    probe_dir = parent
+  if not os.path.isdir(probe_dir):
+    which = "it" if probe_dir == full else probe_dir
+    raise ValueError(f"{what} {path} is not writable: {which} is a file, "
+                     f"not a directory{hint}")
   try:
-    os.makedirs(path, exist_ok=True)
-    fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+    fd, probe = tempfile.mkstemp(dir=probe_dir, prefix=".write-test-")
     os.close(fd)
     os.unlink(probe)
   except OSError as e:

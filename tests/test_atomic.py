@@ -33,3 +33,22 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):
     atomic.write_with(str(path), explode)
   assert path.read_bytes() == b"old"
   assert os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_check_writable_dir_creates_nothing_and_names_a_file_in_the_way(
+    tmp_path):
+  from sfda_jax import atomic
+  target = tmp_path / "a" / "b"
+  atomic.check_writable_dir(str(target))
+  assert not (tmp_path / "a").exists()        # no empty directory left
+  assert list(tmp_path.iterdir()) == []       # nor a probe file
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  with pytest.raises(ValueError, match="is not writable: it is a file, not "
+                     "a directory"):
+    atomic.check_writable_dir(str(blocker), "output directory")
+  with pytest.raises(ValueError, match=f"is not writable: {blocker} is a "
+                     "file, not a directory; pass another"):
+    atomic.check_writable_dir(str(blocker / "sub"), "cache", "; pass another")
+  atomic.write_bytes(str(target / "f.txt"), b"ok")   # writers create it
+  assert (target / "f.txt").read_bytes() == b"ok"
