@@ -1,29 +1,54 @@
-"""What every entry point shares: clean one-line errors for user mistakes."""
+"""What every entry point shares: clean one-line errors for user mistakes,
+and quiet defaults.
+
+Quiet by default: absl logs WARNING and above (``--verbosity=0`` or
+``-v 0`` shows INFO, ``-v 1`` debug); TensorFlow's C++ INFO logs are off
+(``TF_CPP_MIN_LOG_LEVEL=1`` unless set; its oneDNN notice is printed before
+that setting is read and stays); and when stderr is not a terminal (a piped
+log) progress bars redraw at most every 30 s instead of on every batch
+(``TQDM_MININTERVAL``, unless set). Both variables are set when this module
+is imported, so entry points import it before TensorFlow and tqdm.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from typing import Callable
 
-from absl import app
-from absl import logging
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+if not sys.stderr.isatty():      # read when tqdm is imported: set it first
+  os.environ.setdefault("TQDM_MININTERVAL", "30")
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _quiet_defaults() -> None:
+  """After flag parsing: WARNING unless --verbosity / -v was given (absl's
+  app.run otherwise logs INFO)."""
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
 
 
 def run(main: Callable[[list[str]], None]) -> None:
   """``app.run(main)``, but bad input ends in one ``error: ...`` line.
 
-  ValueError (bad flags, names, shapes, ground truth) and OSError (missing
-  files or datasets, unreachable hub, unwritable output) are user-facing:
-  their message says what to do, so the traceback is only logged at debug
-  verbosity (``--verbosity=1``). Any other exception is a bug and keeps its
+  ValueError (bad flags, names, shapes, ground truth), OSError (missing
+  files or datasets, unreachable hub, unwritable output) and absl's
+  UsageError are user-facing: their message says what to do, so the
+  traceback is only logged at debug verbosity (``--verbosity=1``) and no
+  usage text is dumped. Any other exception is a bug and keeps its
   traceback.
   """
 
   def guarded(argv):
+    _quiet_defaults()
     try:
       main(argv)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, app.UsageError) as e:
       logging.debug("".join(traceback.format_exception(e)))
       sys.exit(f"error: {e}")
 

@@ -1,0 +1,57 @@
+"""experiments._cli: one-line errors and quiet defaults for every entry
+point."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+_MAIN = """
+import sys
+from experiments import _cli
+from absl import app, logging
+
+def main(argv):
+  logging.info("an info line")
+  logging.warning("a warning line")
+  if sys.argv[-1] == "usage":
+    raise app.UsageError("bad usage")
+  raise ValueError("bad value")
+
+_cli.run(main)
+"""
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, "-c", _MAIN, *args], cwd=REPO_ROOT,
+                        capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("kind", ["usage", "value"])
+def test_user_errors_are_one_line_and_info_is_off_by_default(kind):
+  proc = _run(kind)
+  assert proc.returncode == 1
+  lines = proc.stderr.strip().splitlines()
+  assert lines[-1] == f"error: bad {kind}"
+  assert "an info line" not in proc.stderr
+  assert "a warning line" in proc.stderr
+  assert "Traceback" not in proc.stderr and "USAGE" not in proc.stderr
+
+
+def test_verbosity_flag_turns_info_back_on():
+  proc = _run("--verbosity=0", "value")
+  assert "an info line" in proc.stderr
+  assert re.search(r"^I\d{4} .*<string>:\d+\] an info line$", proc.stderr,
+                   re.M)
+
+
+def test_piped_progress_bars_redraw_rarely():
+  proc = subprocess.run(
+      [sys.executable, "-c", "from experiments import _cli; import os; "
+       "print(os.environ['TQDM_MININTERVAL'], "
+       "os.environ['TF_CPP_MIN_LOG_LEVEL'])"],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+  assert proc.stdout.split() == ["30", "1"]
