@@ -1,8 +1,18 @@
 r"""Ground truth by fine-tuning each backbone on a target dataset (optax).
 
-  python -m experiments.finetune --mode=full --image_size=112 --steps=150 \
-      --output=sfda_jax/evaluation/ground_truth/fashion_mnist.json
+  python -m experiments.finetune --dataset=fashion_mnist --models=bench \
+      --mode=full --steps=150 --image_size=32 --seeds=0,1,2 \
+      --warmup_steps=15 --clip_norm=1 --learning_rates=0.03,0.01 \
+      --output=sfda_jax/evaluation/ground_truth/bench/fashion_mnist_finetune.json
   python -m experiments.finetune --mode=linear_probe
+
+The first is the committed bench ground truth's command (the file that
+``--ground_truth=auto`` of ``experiments.rank`` reads for Fashion-MNIST; the
+exact commands: ``sfda_jax.evaluation.zoo_benchmark.ground_truth_command``);
+it takes ~30 min on a 2-core CPU. The defaults (4 models, native
+resolution, 150 steps) take far longer on a CPU: pass --image_size. After
+every run the command prints how many runs are left and an estimate of the
+time they take.
 
 Each model gets a new linear head; full mode also trains the backbone (BN
 statistics frozen). SGD + Nesterov 0.9, cosine schedule, weight decay, a grid
@@ -150,6 +160,12 @@ def main(argv):
     atomic.write_bytes(FLAGS.output, (json.dumps(payload, indent=1)
                                       + "\n").encode())
 
+  todo = sum(1 for name in models for seed in seeds for lr in lrs
+             for wd in wds if (name, seed, lr, wd) not in done)
+  print(f"{todo} run(s) to do: {len(models)} model(s) x {len(seeds)} "
+        f"seed(s) x {len(lrs) * len(wds)} grid point(s)"
+        + (f", {len(done)} already finished" if done else ""), flush=True)
+  finished_now, spent = 0, 0.0
   for name, bb in models.items():
     if FLAGS.mode == "linear_probe":
       tr = features.extract(bb, train, cache_dir=FLAGS.cache_dir)
@@ -181,9 +197,16 @@ def main(argv):
                                                config)
           runs.append({"model": name, "seed": seed, "learning_rate": lr,
                        "weight_decay": wd, **result})
+          finished_now += 1
+          spent += result["seconds"]
+          left = todo - finished_now
+          rest = left * spent / finished_now          # training time only
+          eta = (f"; {left} left, about " + (f"{rest / 60:.0f} min" if rest
+                                             >= 120 else f"{rest:.0f} s")
+                 if left else "")
           print(f"{name:<28} seed={seed} lr={lr:<8g} wd={wd:<8g} "
                 f"test acc {result['test_accuracy']:.4f} "
-                f"({result['seconds']:.0f} s)", flush=True)
+                f"({result['seconds']:.0f} s{eta})", flush=True)
           write(complete=False)
   write(complete=True)
   print(f"wrote {FLAGS.output}")

@@ -244,10 +244,15 @@ def test_finetune_entry_point_on_a_folder_records_its_split(tmp_path):
   for model, per in seeds.items():
     assert payload["accuracies"][str(folder)][model] == pytest.approx(
         np.mean(list(per.values())))
+  # How much is left, before and after each run.
+  assert "8 run(s) to do: 2 model(s) x 2 seed(s) x 2 grid point(s)" in (
+      proc.stdout)
+  assert proc.stdout.count(" left, about ") == 7
   # The same command again resumes: every run is kept, none redone.
   again = run_entry_point(command, cwd=REPO_ROOT)
   assert again.returncode == 0, again.stderr[-3000:]
   assert "8 finished run(s) kept" in again.stdout
+  assert "0 run(s) to do" in again.stdout
   assert json.loads(out.read_text())["runs"] == payload["runs"]
   accs = payload["accuracies"][str(folder)]
   assert set(accs) == {"efficientnet_lite0", "efficientnet_lite0@random"}
