@@ -15,6 +15,7 @@ import abc
 import hashlib
 from typing import Any, Iterator
 
+from absl import logging
 import numpy as np
 
 from sfda_jax import checks
@@ -265,12 +266,20 @@ class ImageDataset:
     self.pool_size = total if pool is None else len(pool)
     if checks.positive_int(num_examples, "num_examples",
                            none_means="the whole split") is not None:
-      if num_examples > self.pool_size:
+      if num_examples > self.pool_size and getattr(source, "single_split",
+                                                   False):
+        # An image folder (or arrays) is what the user has: use all of it.
+        logging.warning("%r %s has %d examples, fewer than num_examples=%d "
+                        "(--num_examples); using all %d.", self.name, where,
+                        self.pool_size, num_examples, self.pool_size)
+        num_examples = None
+      elif num_examples > self.pool_size:
         raise ValueError(
             f"num_examples={num_examples} but {self.name!r} {where} has "
             f"only {self.pool_size} examples; ask for at most "
-            f"{self.pool_size}, or pass num_examples=None for the whole "
-            "split.")
+            f"{self.pool_size}, or for the whole split num_examples=None "
+            "(on the command line --num_examples=0, or --test_examples=0 for "
+            "experiments.finetune's test set).")
     if num_examples is None or num_examples == self.pool_size:
       self._selection = pool
       self.num_examples = self.pool_size

@@ -41,6 +41,8 @@ def load_arrays() -> tuple[np.ndarray, np.ndarray]:
 class DigitsSource(ArraySource):
   """One split of ``digits`` (see the module docstring)."""
 
+  single_split = False          # fixed train / test splits, not one pool
+
   def __init__(self, split: str):
     if split not in SPLITS:
       raise ValueError(f"unknown split {split!r} of {NAME!r}; available: "

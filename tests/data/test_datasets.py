@@ -352,7 +352,7 @@ def _pixel_ids(ds):
   return np.rint(images[:, 0, 0, 0] * 255).astype(int)
 
 
-def test_image_folder_holdout_split(tmp_path):
+def test_image_folder_holdout_split(tmp_path, caplog):
   root = str(_write_counted_folder(tmp_path / "zoo",
                                    {"cat": 10, "dog": 5, "emu": 3}))
   whole = data.load(root)                 # no test_fraction: as before
@@ -388,8 +388,12 @@ def test_image_folder_holdout_split(tmp_path):
   part = data.load(root, "train", test_fraction=0.2, seed=1)
   assert len(sub) == 6 and set(sub.image_ids) <= set(part.image_ids)
   assert sub.describe()["pool_size"] == 14
-  with pytest.raises(ValueError, match="train part of the test_fraction"):
-    data.load(root, "train", num_examples=15, test_fraction=0.2)
+  # Asking for more than a folder (part) holds uses all of it, with a note.
+  with caplog.at_level("WARNING"):
+    whole = data.load(root, "train", num_examples=15, test_fraction=0.2,
+                      seed=1)
+  assert len(whole) == 14 and whole.fingerprint == part.fingerprint
+  assert "has 14 examples, fewer than num_examples=15" in caplog.text
 
 
 def test_image_folder_holdout_errors(tmp_path):

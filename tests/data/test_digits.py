@@ -60,5 +60,6 @@ def test_bad_requests():
     data.load("digits", "train", test_fraction=0.2)
   with pytest.raises(ValueError, match="train and test splits overlap"):
     data.load_train_test("digits", test_split="train")
-  with pytest.raises(ValueError, match="has only 539 examples"):
+  with pytest.raises(ValueError, match="has only 539 examples.*on the "
+                     "command line --num_examples=0"):
     data.load("digits", "test", num_examples=600)
