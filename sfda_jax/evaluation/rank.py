@@ -306,6 +306,7 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
   if _is_features_dir(config.dataset):
     dataset_name, feats, labels = report.load_features_dir(
         config.dataset, config.features_dataset)
+    feats = _select_precomputed(feats, config, labels.shape[0])
     split, num_examples = "precomputed", int(labels.shape[0])
     _check_resamples(config, labels)
     gt_file, accuracies = ground_truth_lib.resolve(
@@ -372,6 +373,26 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
   if output_dir is not None:
     result.write(output_dir)
   return result
+
+
+def _select_precomputed(feats: dict, config: RankConfig, n: int) -> dict:
+  """A features directory's models filtered by ``config.models`` (unless
+  ``auto``: all of them); ``num_examples`` does not subsample precomputed
+  features, which is said when it would have."""
+  if not (isinstance(config.models, str) and config.models == "auto"):
+    wanted = model_names(config.models, config.dataset)
+    unknown = [m for m in wanted if m not in feats]
+    if unknown:
+      raise ValueError(f"--models names {unknown}, which have no features in "
+                       f"{config.dataset}; it has {sorted(feats)}.")
+    feats = {m: feats[m] for m in wanted}
+  if config.num_examples and config.num_examples < n:
+    logging.warning(
+        "a features directory is scored whole: all %d samples, not "
+        "num_examples=%d (--num_examples; precomputed features are not "
+        "subsampled; pass --num_examples=0 to silence this).", n,
+        config.num_examples)
+  return feats
 
 
 def _judge(scores, resampling, models, gt_file, dataset_name, accuracies,

@@ -446,3 +446,25 @@ def test_agreement_draws_pair_resamples_with_fine_tune_seeds(features_dir,
                    metrics=("sfda",), resamples=0,
                    output_dir=tmp_path / "seeds_only")
   assert result.agreement["sfda"]["weighted_tau_draws"] == 2
+
+
+def test_a_features_directory_honours_models_and_says_it_is_not_subsampled(
+    features_dir, tmp_path, caplog):
+  d, gt = features_dir
+  with caplog.at_level("WARNING"):
+    result, _ = rank(tmp_path, dataset=str(d), models="net_b,res_net_a",
+                     ground_truth=str(gt), metrics=("hscore",),
+                     num_examples=50, resamples=0)
+  assert result.models == ["net_b", "res_net_a"]
+  assert set(result.scores["hscore"]) == {"net_b", "res_net_a"}
+  assert result.num_examples == 120
+  assert "scored whole: all 120 samples, not num_examples=50" in caplog.text
+  caplog.clear()
+  with caplog.at_level("WARNING"):
+    rank(tmp_path, dataset=str(d), metrics=("hscore",), num_examples=0,
+         resamples=0)
+  assert "scored whole" not in caplog.text
+  with pytest.raises(ValueError, match=r"--models names \['net_z'\], which "
+                     r"have no features in .*it has \['net_b', 'net_c', "
+                     r"'res_net_a'\]"):
+    rank(tmp_path, dataset=str(d), models="net_b,net_z")
