@@ -326,7 +326,9 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
                    num_examples=config.num_examples or None,
                    data_dir=config.data_dir, seed=config.seed)
     dataset_name, split, num_examples = config.dataset, config.split, len(ds)
-    _check_resamples(config, ds.labels)                 # before extraction
+    _check_labels_and_heads(config, ds.labels, bbs,     # before extraction
+                            getattr(ds, "class_names", None))
+    _check_resamples(config, ds.labels)
     feats, labels = {}, None
     for name, bb in bbs.items():
       res = features.extract(bb, ds, batch_size=config.batch_size,
@@ -452,6 +454,27 @@ def rejudge(result: RankResult, ground_truth: str,
   return dataclasses.replace(result, **_judge(
       result.scores, result.resampling, list(result.models), gt_file,
       result.dataset, accuracies, priors))
+
+
+def _check_labels_and_heads(config: RankConfig, labels, bbs,
+                            class_names=None) -> None:
+  """Before any extraction: the subset's labels can be scored (>= 2
+  classes, >= 2 samples per class) and metrics that read a classifier's
+  outputs (LEEP, NCE), when asked for by name, have a model with one."""
+  from sfda_jax.metrics import _validation  # pylint: disable=g-import-not-at-top
+  named = np.asarray(labels)
+  if class_names is not None and len(class_names) > int(named.max(initial=0)):
+    named = np.asarray([str(c) for c in class_names])[named]  # errors name them
+  try:
+    _validation.encode_labels(named)
+  except ValueError as e:
+    raise ValueError(f"the {len(labels)} images of {config.dataset!r} "
+                     f"(split {config.split!r}) cannot be scored: {e}") from None
+  asked = [m for m in config.metrics if m in ranking.SOURCE_METRICS]
+  if asked and not any(bb.num_source_classes for bb in bbs.values()):
+    raise ValueError(f"{'/'.join(asked)} need models with a classifier head; "
+                     f"none of {sorted(bbs)} has one (drop them from "
+                     "--metrics, or add a model with an ImageNet head).")
 
 
 def _check_resamples(config: RankConfig, labels) -> None:

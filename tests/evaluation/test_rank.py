@@ -468,3 +468,27 @@ def test_a_features_directory_honours_models_and_says_it_is_not_subsampled(
                      r"have no features in .*it has \['net_b', 'net_c', "
                      r"'res_net_a'\]"):
     rank(tmp_path, dataset=str(d), models="net_b,net_z")
+
+
+def test_labels_and_classifier_heads_are_checked_before_extraction(tmp_path):
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  root = tmp_path / "pets"
+  for name, n in {"cat": 3, "dog": 1}.items():
+    (root / name).mkdir(parents=True)
+    for i in range(n):
+      Image.fromarray(rng.integers(0, 256, (8, 8, 3), np.uint8)).save(
+          root / name / f"{i}.png")
+  cache = tmp_path / "cache"
+  with pytest.raises(ValueError, match=r"the 4 images of .* cannot be "
+                     r"scored: .*\['dog'\] with counts \[1\]"):
+    rank(tmp_path, dataset=str(root), models="pixels", num_examples=0,
+         resamples=0, ground_truth="none", cache_dir=str(cache))
+  Image.fromarray(rng.integers(0, 256, (8, 8, 3), np.uint8)).save(
+      root / "dog" / "1.png")
+  with pytest.raises(ValueError, match=r"leep need models with a classifier "
+                     r"head; none of \['pixels'\] has one"):
+    rank(tmp_path, dataset=str(root), models="pixels", num_examples=0,
+         resamples=0, ground_truth="none", metrics=("leep", "sfda"),
+         cache_dir=str(cache))
+  assert not cache.exists()                  # nothing was extracted
