@@ -60,12 +60,17 @@ flags.DEFINE_list("models", ["efficientnet_lite0", "efficientnet_lite1",
                   ":stageK: cut after stage K), or a zoo name (offline, "
                   "bench).")
 flags.DEFINE_enum("mode", "full", ["full", "linear_probe"], "What trains.")
-flags.DEFINE_integer("steps", 150, "Optimizer steps per run.")
-flags.DEFINE_integer("batch_size", 32, "Batch size.")
+flags.DEFINE_integer("steps", 150, "Optimizer steps per run.",
+                     lower_bound=1)
+flags.DEFINE_integer("batch_size", 32, "Batch size.",
+                     lower_bound=1)
 flags.DEFINE_integer("image_size", 0, "Input size override (0: the model's "
-                     "own); smaller is cheaper on a CPU.")
-flags.DEFINE_integer("num_examples", 1000, "Training subset (stratified).")
-flags.DEFINE_integer("test_examples", 1000, "Test subset (stratified).")
+                     "own); smaller is cheaper on a CPU.",
+                     lower_bound=0)
+flags.DEFINE_integer("num_examples", 1000, "Training subset (stratified).",
+                     lower_bound=0)
+flags.DEFINE_integer("test_examples", 1000, "Test subset (stratified).",
+                     lower_bound=0)
 flags.DEFINE_string("train_split", "train", "Training split (an image "
                     "folder's holdout: the part, 'train').")
 flags.DEFINE_string("test_split", "test", "Evaluation split (an image "
@@ -80,7 +85,8 @@ flags.DEFINE_float("test_fraction", None, "Image folder without "
 flags.DEFINE_list("learning_rates", ["0.01", "0.003"], "Grid.")
 flags.DEFINE_list("weight_decays", ["1e-4"], "Grid.")
 flags.DEFINE_integer("warmup_steps", 0, "Linear learning-rate warm-up "
-                     "steps before the cosine decay (0: none).")
+                     "steps before the cosine decay (0: none).",
+                     lower_bound=0)
 flags.DEFINE_float("clip_norm", 0.0, "Clip each gradient's global norm to "
                    "this (0: no clipping).")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
@@ -88,7 +94,8 @@ flags.DEFINE_string("cache_dir", None, "Feature cache (linear probe).")
 flags.DEFINE_string("output", "outputs/finetune/ground_truth.json",
                     "Ground-truth JSON to write.")
 flags.DEFINE_integer("seed", 0, "Seed of the train/test subsets (and of "
-                     "training when --seeds is not given).")
+                     "training when --seeds is not given).",
+                     lower_bound=0)
 flags.DEFINE_list("seeds", None, "Training seeds (head initialisation, batch "
                   "order); the ground truth is each model's mean over them, "
                   "with its std and per-seed accuracies. Default: --seed.")

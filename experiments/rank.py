@@ -36,8 +36,10 @@ flags.DEFINE_list("metrics", [], "Metrics (default: all that apply).")
 flags.DEFINE_string("split", "train", "Dataset split.")
 flags.DEFINE_integer("num_examples", 2000, "Class-stratified subset size "
                      "(0 = the whole split); >= 1.5 x the feature dimension "
-                     "keeps SFDA and H-score from saturating.")
-flags.DEFINE_integer("batch_size", 32, "Extraction batch size.")
+                     "keeps SFDA and H-score from saturating.",
+                     lower_bound=0)
+flags.DEFINE_integer("batch_size", 32, "Extraction batch size.",
+                     lower_bound=1)
 flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
 flags.DEFINE_string("cache_dir", None, "Feature cache (default "
                     "~/.cache/sfda_jax).")
@@ -52,12 +54,15 @@ flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "Backbone compute "
                   "dtype (default: bfloat16 on accelerators, float32 on CPU).")
 flags.DEFINE_integer("image_size", None, "Input resolution in px (0: each "
                      "model's native; default: the ground truth's fine-tune "
-                     "resolution when its file states one, else native).")
+                     "resolution when its file states one, else native).",
+                     lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Seed for subsampling, NLEEP and the "
-                     "resamples.")
+                     "resamples.",
+                     lower_bound=0)
 flags.DEFINE_integer("resamples", 4, "Paired resamples (80% of the samples "
                      "each) for each score's +- std and the P(above next) "
-                     "column; 0: off.")
+                     "column; 0: off.",
+                     lower_bound=0)
 flags.DEFINE_bool("priors", True, "Report the data-free priors "
                   "(imagenet_top1, num_params, lodo) beside the metrics.")
 

@@ -34,12 +34,16 @@ flags.DEFINE_string("ground_truth_dir", None, "Directory of "
                     "ground_truth/bench).")
 flags.DEFINE_string("models", "bench", "Zoo or comma-separated models.")
 flags.DEFINE_integer("num_examples", 2000, "Scoring subset per target "
-                     "(digits always uses its whole 1,258-image train split).")
-flags.DEFINE_integer("resamples", 8, "Paired resamples per ranking (>= 2).")
+                     "(digits always uses its whole 1,258-image train split).",
+                     lower_bound=0)
+flags.DEFINE_integer("resamples", 8, "Paired resamples per ranking (>= 2).",
+                     lower_bound=0)
 flags.DEFINE_integer("image_size", None, "Input px (default: the ground "
-                     "truth's fine-tuning resolution).")
+                     "truth's fine-tuning resolution).",
+                     lower_bound=0)
 flags.DEFINE_string("cache_dir", None, "Feature cache.")
-flags.DEFINE_integer("seed", 0, "Subset, control and resampling seed.")
+flags.DEFINE_integer("seed", 0, "Subset, control and resampling seed.",
+                     lower_bound=0)
 flags.DEFINE_string("output", None, "Write the table as JSON here.")
 
 

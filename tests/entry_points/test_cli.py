@@ -55,3 +55,15 @@ def test_piped_progress_bars_redraw_rarely():
        "os.environ['TF_CPP_MIN_LOG_LEVEL'])"],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
   assert proc.stdout.split() == ["30", "1"]
+
+
+@pytest.mark.parametrize("module,flag", [
+    ("experiments.rank", "--seed=-1"), ("experiments.rank", "--batch_size=0"),
+    ("experiments.finetune", "--steps=0"),
+    ("experiments.zoo_benchmark", "--resamples=-2")])
+def test_bad_numeric_flags_fail_at_parse_time_naming_the_flag(module, flag):
+  proc = subprocess.run([sys.executable, "-m", module, flag], cwd=REPO_ROOT,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert f"flag {flag}:" in proc.stderr
+  assert "Traceback" not in proc.stderr
