@@ -20,19 +20,25 @@ from __future__ import annotations
 from absl import flags
 
 from experiments import _cli
+from sfda_jax import backbones
 from sfda_jax import evaluation
+from sfda_jax import ranking
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "fashion_mnist", "TFDS name, image folder, or "
                     "a directory of precomputed *_feature.npy/_label.npy.")
-flags.DEFINE_string("models", "auto", "Comma-separated backbone names "
-                    "(append @random for a randomly initialised control, "
-                    ":stage6 etc. to cut an offline network after a stage; "
-                    "'pixels': the raw-pixel baseline), or a named zoo: "
-                    "offline, bench (issue 12's 14 candidates), online. "
-                    "'auto': offline for fashion_mnist, digits and folders, "
-                    "online otherwise.")
-flags.DEFINE_list("metrics", [], "Metrics (default: all that apply).")
+flags.DEFINE_string(
+    "models", "auto", "Comma-separated backbone names: offline "
+    f"{', '.join(backbones.available())} (append @random for a randomly "
+    "initialised control, :stage1..:stage7 to cut after a stage), 'pixels' "
+    "(the raw-pixel baseline), hf:<hub id or saved directory> (HuggingFace "
+    "Flax); or a named zoo, alone or in the list: "
+    + "; ".join(f"{zoo} ({len(names)}: {', '.join(names)})"
+                for zoo, names in evaluation.ZOOS.items())
+    + ". 'auto': offline for fashion_mnist, digits and folders, online "
+    "otherwise.")
+flags.DEFINE_list("metrics", [], "Metrics (default: all that apply): "
+                  f"{', '.join(ranking.ALL_METRICS)}.")
 flags.DEFINE_string("split", "train", "Dataset split.")
 flags.DEFINE_integer("num_examples", 2000, "Class-stratified subset size "
                      "(0 = the whole split); >= 1.5 x the feature dimension "

@@ -67,3 +67,13 @@ def test_bad_numeric_flags_fail_at_parse_time_naming_the_flag(module, flag):
   assert proc.returncode != 0
   assert f"flag {flag}:" in proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+def test_rank_help_lists_backbones_zoos_and_metrics():
+  proc = subprocess.run([sys.executable, "-m", "experiments.rank",
+                         "--helpshort"], cwd=REPO_ROOT, capture_output=True,
+                        text=True, timeout=120)
+  text = " ".join((proc.stdout + proc.stderr).split())
+  assert "offline efficientnet_lite0, efficientnet_lite1" in text
+  assert "bench (14: efficientnet_lite0," in text and "pixels" in text
+  assert "regularized_hscore, gbc, transrate, parc, leep, nce" in text
