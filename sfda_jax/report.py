@@ -20,9 +20,32 @@ import numpy as np
 from sfda_jax import atomic
 from sfda_jax import ranking
 
-__all__ = ["load_ground_truth", "load_features_dir", "ranking_table",
+__all__ = ["dataset_key", "load_ground_truth", "load_features_dir",
+           "ranking_table",
            "agreement_by_metric", "agreement_table", "failure_summary",
            "check_output_dir", "write_results"]
+
+
+def dataset_key(keys, dataset: str | None) -> str | None:
+  """The key of ``keys`` naming ``dataset``: the same string, else, for a
+  folder path, the key naming the same folder (a trailing slash, a relative
+  or ``~`` path, a symlink); None when none does."""
+  keys = list(keys)
+  if dataset in keys:
+    return dataset
+  if not isinstance(dataset, str) or not dataset:
+    return None
+
+  def norm(name):
+    return os.path.realpath(os.path.expanduser(name))
+
+  target = norm(dataset)
+  for key in keys:
+    if isinstance(key, str) and key and (os.sep in key or os.sep in dataset
+                                         or os.path.exists(key)) and (
+                                             norm(key) == target):
+      return key
+  return None
 
 
 def load_ground_truth(path: str, dataset: str | None = None
@@ -48,10 +71,11 @@ def load_ground_truth(path: str, dataset: str | None = None
     raise ValueError(f"ground truth {path} must map models to accuracies "
                      "(optionally under 'accuracies', keyed by dataset).")
   if all(isinstance(v, dict) for v in table.values()):
-    if dataset not in table:
+    key = dataset_key(table, dataset)
+    if key is None:
       raise ValueError(f"ground truth {path} has no dataset {dataset!r}; it "
                        f"has {sorted(table)}.")
-    table = table[dataset]
+    table = table[key]
   try:
     return {str(m): float(a) for m, a in table.items()}
   except (TypeError, ValueError) as e:

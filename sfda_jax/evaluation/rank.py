@@ -525,7 +525,9 @@ def _seed_accuracies(gt_file, dataset, accuracies):
   truth's ``accuracy_seeds``: the table when every ranked model has the
   same >= 2 seeds, else ``None``; ``note`` says which models lack which
   seeds (their means average fewer seeds than the others'), or is None."""
-  per_model = _document(gt_file).get("accuracy_seeds", {}).get(dataset)
+  seeds = _document(gt_file).get("accuracy_seeds", {})
+  per_model = seeds.get(report.dataset_key(seeds, dataset)) if isinstance(
+      seeds, dict) else None
   if not per_model:
     return None, None
   no_seeds = sorted(set(accuracies) - set(per_model))
@@ -554,6 +556,9 @@ def _other_datasets(gt_file: str | None, dataset: str):
   if not isinstance(table, dict) or not all(
       isinstance(row, dict) for row in table.values()):
     return None
+  key = report.dataset_key(table, dataset)
+  if key is not None and key != dataset:       # the same folder, spelt
+    table = {(dataset if k == key else k): v for k, v in table.items()}
   return table if set(table) - {dataset} else None
 
 

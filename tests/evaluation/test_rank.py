@@ -13,6 +13,7 @@ import pytest
 import sfda_jax
 from sfda_jax import evaluation
 from sfda_jax import report
+from sfda_jax.evaluation import rank as rank_lib
 from conftest import REPO_ROOT, run_entry_point
 
 
@@ -492,3 +493,26 @@ def test_labels_and_classifier_heads_are_checked_before_extraction(tmp_path):
          resamples=0, ground_truth="none", metrics=("leep", "sfda"),
          cache_dir=str(cache))
   assert not cache.exists()                  # nothing was extracted
+
+
+def test_ground_truth_keyed_by_a_folder_matches_however_it_is_spelt(
+    tmp_path, monkeypatch):
+  folder = tmp_path / "pets"
+  folder.mkdir()
+  gt = tmp_path / "gt.json"
+  gt.write_text(json.dumps({
+      "accuracies": {str(folder): {"a": 0.5, "b": 0.7},
+                     "other": {"a": 0.6, "b": 0.4}},
+      "accuracy_seeds": {str(folder): {"a": {"0": 0.4, "1": 0.6},
+                                       "b": {"0": 0.7, "1": 0.7}}}}))
+  monkeypatch.chdir(tmp_path)
+  for spelt in (str(folder) + "/", "pets", "./pets/", str(folder)):
+    assert report.load_ground_truth(str(gt), spelt) == {"a": 0.5, "b": 0.7}
+    seeds, note = rank_lib._seed_accuracies(str(gt), spelt,
+                                            {"a": 0.5, "b": 0.7})
+    assert note is None and seeds[0] == {"a": 0.4, "b": 0.7}
+    others = rank_lib._other_datasets(str(gt), spelt)
+    assert set(others) == {spelt, "other"}
+  assert report.dataset_key([str(folder)], "pet") is None
+  with pytest.raises(ValueError, match="has no dataset 'cats'"):
+    report.load_ground_truth(str(gt), "cats")
