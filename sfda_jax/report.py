@@ -328,7 +328,8 @@ def _plot(payload: Mapping[str, Any]) -> bytes:
   far-off control does not squash the others; error bars: the 5-95% range
   of the model's rank over the resamples), plus a summary panel of weighted
   tau per metric with its resample interval and the priors as reference
-  lines. Without ground truth: each metric's scores as bars with +- std."""
+  lines. Without ground truth: each metric's scores as dots in rank order
+  (best on top, higher is better) with +- std."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -359,10 +360,16 @@ def _plot(payload: Mapping[str, Any]) -> bytes:
       continue
     s = {m: scores[metric][m] for m in models}
     if not accuracies:
-      ax.barh(models, [s[m] for m in models],
-              xerr=[stds.get(metric, {}).get(m, 0.0) for m in models],
-              color=[colours[m] for m in models])
-      ax.set_title(title, fontsize=9)
+      # Dots in rank order (best on top), not bars from 0: a bar's length
+      # means nothing for a metric whose scores are negative or offset.
+      order = sorted(models, key=lambda m: s[m])
+      ax.errorbar([s[m] for m in order], range(len(order)),
+                  xerr=[stds.get(metric, {}).get(m, 0.0) for m in order],
+                  fmt="none", ecolor="0.5", elinewidth=1)
+      ax.scatter([s[m] for m in order], range(len(order)),
+                 c=[colours[m] for m in order], zorder=3)
+      ax.set_yticks(range(len(order)), order, fontsize=7)
+      ax.set_title(title + " (higher is better)", fontsize=9)
       ax.set_xlabel("score (+- std over resamples)", fontsize=8)
       continue
     x = _ranks(s)

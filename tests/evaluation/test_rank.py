@@ -516,3 +516,21 @@ def test_ground_truth_keyed_by_a_folder_matches_however_it_is_spelt(
   assert report.dataset_key([str(folder)], "pet") is None
   with pytest.raises(ValueError, match="has no dataset 'cats'"):
     report.load_ground_truth(str(gt), "cats")
+
+
+def test_ranking_png_without_ground_truth_puts_the_best_model_on_top(
+    monkeypatch):
+  import matplotlib.pyplot as plt
+  figures = []
+  real = plt.subplots
+  monkeypatch.setattr(plt, "subplots",
+                      lambda *a, **k: figures.append(real(*a, **k))
+                      or figures[-1])
+  png = report._plot({"scores": {"nleep": {"a": -0.8, "b": -1.6,
+                                           "c": -0.9}}})
+  assert png[:4] == b"\x89PNG"
+  ax = figures[0][1][0][0]
+  labels = [t.get_text() for t in ax.get_yticklabels()]
+  assert labels == ["b", "c", "a"]          # bottom to top: a, the best, top
+  assert "higher is better" in ax.get_title()
+  assert not ax.patches                     # dots, no bars from 0
