@@ -464,19 +464,27 @@ def pearson(scores: Mapping[str, float],
 
 def rel_at_k(scores: Mapping[str, float], accuracies: Mapping[str, float],
              k: int) -> float:
-  """Best accuracy among the top-``k`` scored models / best accuracy overall."""
+  """Best accuracy among the top-``k`` scored models / best accuracy overall
+  (models tied at the ``k``-th score are taken worst accuracy first)."""
   if k < 1:
     raise ValueError(f"k must be >= 1, got {k}.")
   _, s, a = _aligned(scores, accuracies)
-  top = np.argsort(-s, kind="stable")[:k]
-  return float(a[top].max() / a.max())
+  return float(a[_top_no_tie_credit(s, a, k)].max() / a.max())
+
+
+def _top_no_tie_credit(s: np.ndarray, a: np.ndarray, k: int) -> np.ndarray:
+  """Indices of the top-``k`` scores where models with tied scores are
+  taken worst accuracy first: a tie the metric cannot break earns no credit
+  (an alphabetical or positional tie-break would hand it out by name)."""
+  return np.lexsort((a, -s))[:k]
 
 
 def top1_hit(scores: Mapping[str, float],
              accuracies: Mapping[str, float]) -> bool:
-  """Whether the top-scored model has the best accuracy (ties count)."""
+  """Whether the top-scored model has the best accuracy (tied best
+  accuracies count; models tied for the top score must all have it)."""
   _, s, a = _aligned(scores, accuracies)
-  return bool(a[int(np.argmax(s))] == a.max())
+  return bool(a[_top_no_tie_credit(s, a, 1)[0]] == a.max())
 
 
 def agreement(scores: Mapping[str, float], accuracies: Mapping[str, float],

@@ -183,9 +183,10 @@ def ranking_table(metric: str, scores: Mapping[str, float | None],
 
   With resampling, ``std`` ``{model: std}`` adds ``+- std`` and ``p_above``
   ``{a: {b: P(a above b)}}`` adds P(above the next model), marked
-  ``unresolved`` when it is between 0.1 and 0.9. Failed cells (a ``None``
-  score, or a model in ``failures`` ``{model: reason}``) come last,
-  unranked (rank ``-``), as ``failed: <reason>``.
+  ``unresolved`` when it is between 0.1 and 0.9. Models with equal scores
+  share a rank marked ``=`` (``1=``). Failed cells (a ``None`` score, or a
+  model in ``failures`` ``{model: reason}``) come last, unranked (rank
+  ``-``), as ``failed: <reason>``.
   """
   order, failed = _split_cells(scores, failures)
   width = max(len(m) for m in ["model", *order, *failed]) + 2
@@ -197,8 +198,14 @@ def ranking_table(metric: str, scores: Mapping[str, float | None],
   if p_above is not None:
     head += f"{'P>next':>9}"
   lines = [head]
+  # Tied scores share a rank, marked "=" (e.g. "1=", "1="; the next is 3).
+  first = {}
   for i, m in enumerate(order, 1):
-    line = f"  {i:<6}{m:<{width}}{_format_score(scores[m]):>14}"
+    first.setdefault(scores[m], i)
+  tied = {v for v in first if sum(scores[m] == v for m in order) > 1}
+  for i, m in enumerate(order, 1):
+    rank = f"{first[scores[m]]}=" if scores[m] in tied else str(i)
+    line = f"  {rank:<6}{m:<{width}}{_format_score(scores[m]):>14}"
     if std is not None:
       line += (f"{_format_std(std[m]):>12}" if m in std else f"{'-':>12}")
     if accuracies:
@@ -226,8 +233,9 @@ def agreement_by_metric(scores: Mapping[str, Mapping[str, float | None]],
 
   Returns:
     ``(agreement {metric: statistics}, skipped {metric: reason})``: a metric
-    with fewer than 2 scored models has no ranking to compare and is
-    skipped, with why.
+    with fewer than 2 scored models, or whose scores (or the models'
+    accuracies) are all equal, has no ranking to compare and is skipped
+    with why, instead of a row of NaN.
   """
   agreement, skipped = {}, {}
   for metric, per_model in scores.items():
@@ -235,6 +243,13 @@ def agreement_by_metric(scores: Mapping[str, Mapping[str, float | None]],
     if len(scored) < 2:
       skipped[metric] = (f"only {len(scored)} model(s) scored; agreement "
                          "needs at least 2")
+    elif len(set(scored.values())) == 1:
+      skipped[metric] = (f"all {len(scored)} models scored the same "
+                         f"({next(iter(scored.values())):.6g}): the metric "
+                         "does not rank them, so no correlation is defined")
+    elif len({accuracies[m] for m in scored if m in accuracies}) == 1:
+      skipped[metric] = ("every scored model has the same fine-tune "
+                         "accuracy: the ground truth does not rank them")
     else:
       agreement[metric] = ranking.agreement(scored, accuracies)
   return agreement, skipped

@@ -57,6 +57,31 @@ def test_constant_scores_give_nan_correlations():
   assert np.isnan(ranking.kendall_tau(const, ACC))
 
 
+def test_ties_earn_no_credit_and_are_shown_tied():
+  from sfda_jax import report
+  # "a" (the best) and "d" (the worst) tie for the top score: whichever
+  # name sorts first, the metric did not pick "a".
+  tied = {"a": 2.0, "d": 2.0, "b": 1.0, "c": 0.0}
+  assert not ranking.top1_hit(tied, ACC)
+  assert ranking.rel_at_k(tied, ACC, 1) == pytest.approx(60 / 90)
+  assert ranking.rel_at_k(tied, ACC, 2) == pytest.approx(1.0)
+  renamed = {"z": 2.0, "d": 2.0, "b": 1.0, "c": 0.0}
+  acc = {"z": 90.0, "b": 80.0, "c": 70.0, "d": 60.0}
+  assert ranking.top1_hit(renamed, acc) == ranking.top1_hit(tied, ACC)
+  assert ranking.top1_hit({"a": 2.0, "b": 2.0}, {"a": 90.0, "b": 90.0})
+  table = report.ranking_table("m", tied, ACC)
+  ranks = [line.split()[0] for line in table.splitlines()[2:]]
+  assert ranks == ["1=", "1=", "3", "4"]
+  # Agreement rows are never NaN without a reason.
+  agreement, skipped = report.agreement_by_metric(
+      {"flat": {m: 1.0 for m in ACC}, "ok": tied}, ACC)
+  assert list(agreement) == ["ok"]
+  assert "all 4 models scored the same (1)" in skipped["flat"]
+  _, skipped = report.agreement_by_metric({"ok": tied},
+                                          {m: 0.5 for m in ACC})
+  assert "same fine-tune accuracy" in skipped["ok"]
+
+
 # --------------------------------------------------------------------------
 # score_models(on_error="record"): a failing cell never aborts the table.
 
