@@ -269,6 +269,9 @@ def agreement_table(agreement: Mapping[str, Mapping[str, float]],
   """
   cols = ["weighted_tau", "kendall_tau", "pearson", "rel@1", "rel@3",
           "top1_hit"]
+  rows = [*agreement.values(), *(priors or {}).values()]
+  if rows:       # a column no row has (e.g. a trivial rel@k) is not shown
+    cols = [c for c in cols if any(c in row for row in rows)]
   skipped = dict(skipped or {})
   priors = dict(priors or {})
   interval = any("weighted_tau_p5" in row for row in agreement.values())

@@ -221,16 +221,107 @@ class RankResult:
                    "resamples ranking a model above the next one; "
                    "'unresolved' when it is between 0.1 and 0.9)\n")
     if self.agreement or self.agreement_skipped:
+      n = len(self.models)
+      trivial = {key for row in [*self.agreement.values(),
+                                 *self.prior_agreement.values()]
+                 for key in row if key.startswith("rel@")
+                 and int(key[4:]) >= n - 1}
+
+      def shown(rows):
+        return {name: {k: v for k, v in row.items() if k not in trivial}
+                for name, row in rows.items()}
+      note = ("(pearson is linear in the raw scores, so one far-off model, "
+              "e.g. a random control, can dominate it: read weighted tau "
+              "first" + (f"; {', '.join(sorted(trivial))} left out: with "
+                         f"{n} models the top {n - 1} nearly always hold the "
+                         "best one" if trivial else "") + ")")
       parts.append("agreement with fine-tune accuracy\n"
-                   + report.agreement_table(self.agreement,
+                   + report.agreement_table(shown(self.agreement),
                                             self.agreement_skipped,
-                                            self.prior_agreement) + "\n")
+                                            shown(self.prior_agreement))
+                   + "\n" + note + "\n")
     if self.ground_truth_note:
       parts.append(f"ground truth: {self.ground_truth_note}\n")
     if self.priors is not None and self.priors.omitted:
       parts.append("priors left out: " + "; ".join(
           f"{p} ({why})" for p, why in self.priors.omitted.items()) + "\n")
+    advice = self.recommendation()
+    if advice:
+      parts.append(advice + "\n")
     return "\n".join(parts)
+
+  def recommendation(self) -> str:
+    """Which model to pick, by which metrics, how resolved, and how far
+    the ground truth can be trusted (empty when nothing scored)."""
+    votes: dict[str, list[str]] = {}
+    for metric, per_model in self.scores.items():
+      scored = {m: v for m, v in per_model.items() if v is not None}
+      if scored:
+        top = max(scored.values())
+        leaders = sorted(m for m, v in scored.items() if v == top)
+        if len(leaders) == 1:                  # a tie picks nobody
+          votes.setdefault(leaders[0], []).append(metric)
+    if not votes:
+      return ""
+    counted = sum(len(v) for v in votes.values())
+    pick = max(sorted(votes), key=lambda m: len(votes[m]))
+    lines = ["recommendation",
+             f"  pick {pick}: ranked first by {len(votes[pick])} of "
+             f"{counted} metrics ({', '.join(votes[pick])})"]
+    others = [f"{m} by {', '.join(v)}" for m, v in sorted(votes.items())
+              if m != pick]
+    if others:
+      lines.append("  ranked first instead: " + "; ".join(others))
+    r = self.resampling
+    if r is not None:
+      stab = [r.top1_stability[m] for m in votes[pick]
+              if m in r.top1_stability]
+      if stab:
+        lines.append(f"  resolved: {pick} stays first in "
+                     f"{min(stab):.0%}-{max(stab):.0%} of the {r.resamples} "
+                     "resamples of those metrics" if min(stab) < max(stab)
+                     else f"  resolved: {pick} stays first in {stab[0]:.0%} "
+                     f"of the {r.resamples} resamples of those metrics")
+    if self.agreement:
+      best = max(sorted(self.agreement),
+                 key=lambda m: self.agreement[m]["weighted_tau"])
+      tau = self.agreement[best]["weighted_tau"]
+      line = (f"  on this ground truth the best metric was {best} "
+              f"(weighted tau {tau:.3f})")
+      if self.prior_agreement:
+        prior = max(sorted(self.prior_agreement),
+                    key=lambda p: self.prior_agreement[p]["weighted_tau"])
+        ptau = self.prior_agreement[prior]["weighted_tau"]
+        line += (f"; the best data-free prior, {prior}, reaches {ptau:.3f}"
+                 + (" (as good or better: the metrics add nothing here)"
+                    if ptau >= tau else ""))
+      lines.append(line)
+      weak = self._weak_ground_truth()
+      if weak:
+        lines.append("  caveat: " + weak)
+    return "\n".join(lines)
+
+  def _weak_ground_truth(self) -> str | None:
+    """A caveat when the ground truth's two best models are within 2 seed
+    std of each other (their order is noise), else None."""
+    acc = self.ground_truth or {}
+    if len(acc) < 2:
+      return None
+    doc = _document(self.ground_truth_file)
+    table = doc.get("accuracy_std", {})
+    key = report.dataset_key(table, self.dataset) if isinstance(
+        table, dict) else None
+    std = table.get(key, {}) if key is not None else {}
+    first, second = sorted(acc, key=lambda m: -acc[m])[:2]
+    if first not in std or second not in std:
+      return None
+    gap, noise = acc[first] - acc[second], 2 * max(std[first], std[second])
+    if gap > noise:
+      return None
+    return (f"the ground truth does not separate its two best models "
+            f"({first} {acc[first]:.4f} vs {second} {acc[second]:.4f}, gap "
+            f"{gap:.4f} <= 2 seed std {noise:.4f}): which of them is better "
+            "is not known, so agreement at the top is partly noise")
 
   def payload(self) -> dict[str, Any]:
     """The results.json content."""
@@ -251,6 +342,7 @@ class RankResult:
             "scores": self.priors.scores, "omitted": self.priors.omitted,
             "agreement": self.prior_agreement or None}),
         "timings": self.timings, "versions": self.versions,
+        "recommendation": self.recommendation() or None,
     }
 
   def write(self, output_dir: str) -> list[str]:

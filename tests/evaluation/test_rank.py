@@ -534,3 +534,37 @@ def test_ranking_png_without_ground_truth_puts_the_best_model_on_top(
   assert labels == ["b", "c", "a"]          # bottom to top: a, the best, top
   assert "higher is better" in ax.get_title()
   assert not ax.patches                     # dots, no bars from 0
+
+
+def test_recommendation_block_and_no_trivial_columns(features_dir, tmp_path):
+  d, _ = features_dir
+  gt = tmp_path / "gt_seeds.json"
+  gt.write_text(json.dumps({
+      "accuracies": {"my_data": {"res_net_a": 0.90, "net_b": 0.89,
+                                 "net_c": 0.70}},
+      "accuracy_std": {"my_data": {"res_net_a": 0.01, "net_b": 0.01,
+                                   "net_c": 0.01}}}))
+  result, out = rank(tmp_path, dataset=str(d), ground_truth=str(gt),
+                     metrics=("sfda", "hscore", "logme"), resamples=3,
+                     num_examples=0)
+  text = result.tables()
+  advice = result.recommendation()
+  assert advice in text
+  assert "pick res_net_a: ranked first by 3 of 3 metrics" in advice
+  assert "stays first in 100% of the 3 resamples" in advice
+  assert "on this ground truth the best metric was" in advice
+  assert "caveat: the ground truth does not separate its two best models "\
+      "(res_net_a 0.9000 vs net_b 0.8900, gap 0.0100 <= 2 seed std " \
+      "0.0200)" in advice
+  head = next(line for line in text.splitlines()
+              if line.startswith("metric "))
+  assert "rel@1" in head and "rel@3" not in head   # 3 models: trivial
+  assert "rel@3 left out: with 3 models" in text
+  assert json.loads((out / "results.json").read_text())[
+      "recommendation"] == advice
+  # No ground truth: the pick and its resolution only.
+  bare, _ = rank(tmp_path, dataset=str(d), ground_truth="none",
+                 metrics=("hscore",), resamples=0, num_examples=0)
+  assert bare.recommendation().splitlines() == [
+      "recommendation", "  pick res_net_a: ranked first by 1 of 1 metrics "
+      "(hscore)"]
