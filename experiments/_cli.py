@@ -40,7 +40,9 @@ def run(main: Callable[[list[str]], None]) -> None:
   files or datasets, unreachable hub, unwritable output) and absl's
   UsageError are user-facing: their message says what to do, so the
   traceback is only logged at debug verbosity (``--verbosity=1``) and no
-  usage text is dumped. Any other exception is a bug and keeps its
+  usage text is dumped. Ctrl-C prints how far the work got (e.g.
+  "interrupted at 672/1500 images of ...; 512 are checkpointed, rerun the
+  same command to resume") and exits 130. Any other exception is a bug and keeps its
   traceback.
   """
 
@@ -51,5 +53,11 @@ def run(main: Callable[[list[str]], None]) -> None:
     except (ValueError, OSError, app.UsageError) as e:
       logging.debug("".join(traceback.format_exception(e)))
       sys.exit(f"error: {e}")
+    except KeyboardInterrupt as e:       # Ctrl-C: what was kept, no traceback
+      logging.debug("".join(traceback.format_exception(e)))
+      print(f"\n{e}" if str(e) else "\ninterrupted (finished, atomically "
+            "written results are kept; rerun the same command to resume)",
+            file=sys.stderr)
+      sys.exit(130)
 
   app.run(guarded)

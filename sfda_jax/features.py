@@ -210,9 +210,14 @@ def feature_batches(backbone: Backbone, dataset: Any, batch_size: int,
            np.asarray(y))
 
 
+class ExtractionInterrupted(KeyboardInterrupt):
+  """Ctrl-C during :func:`extract`; the message says how far it got and
+  how much a rerun keeps."""
+
+
 def extract(backbone: Backbone, dataset: Any, batch_size: int = 64,
             cache_dir: str | None = None, use_cache: bool = True,
-            checkpoint_every: int = 4096, progress: bool = True,
+            checkpoint_every: int = 512, progress: bool = True,
             data_parallel: bool = True) -> FeatureResult:
   """Features (and source logits) of ``backbone`` on every example of ``dataset``.
 
@@ -224,7 +229,8 @@ def extract(backbone: Backbone, dataset: Any, batch_size: int = 64,
     cache_dir: cache root (default :func:`default_cache_dir`).
     use_cache: read and write the cache.
     checkpoint_every: save progress about every this many images, so an
-      interrupted run resumes (only when caching).
+      interrupted run resumes (only when caching); Ctrl-C raises
+      :class:`ExtractionInterrupted` saying how far it got.
     progress: show a tqdm bar with images/s.
     data_parallel: with several local devices, shard each batch (padded to a
       multiple of the device count) over them.
@@ -279,6 +285,14 @@ def extract(backbone: Backbone, dataset: Any, batch_size: int = 64,
     if chunk_n:
       _flush(chunk_f, chunk_l, chunk_y, chunk_n, feats, logits, labels, None,
              key)
+  except KeyboardInterrupt:
+    seen = sum(f.shape[0] for f in feats) + sum(f.shape[0] for f in chunk_f)
+    kept = sum(f.shape[0] for f in feats) if use_cache else 0
+    raise ExtractionInterrupted(
+        f"interrupted at {seen}/{total} images of {backbone.name}; {kept} "
+        "are checkpointed, rerun the same command to resume"
+        if use_cache else f"interrupted at {seen}/{total} images of "
+        f"{backbone.name} (no cache: a rerun starts again)") from None
   finally:
     bar.close()
   seconds = time.perf_counter() - start

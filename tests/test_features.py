@@ -112,6 +112,33 @@ def test_interrupted_run_resumes(tmp_path):
   assert not (tmp_path / "toy_model" / (key + ".partial")).exists()
 
 
+def test_ctrl_c_says_how_far_it_got_and_a_rerun_resumes(tmp_path):
+  bb = make_backbone([])
+  ds = FakeDataset(n=40)
+  real = ds.batches
+
+  def interrupted(preprocessing, batch_size):
+    for i, batch in enumerate(real(preprocessing, batch_size)):
+      if i == 5 and not ds.done:
+        raise KeyboardInterrupt
+      yield batch
+  ds.done = False
+  ds.batches = interrupted
+  with pytest.raises(features.ExtractionInterrupted,
+                     match=r"interrupted at 20/40 images of toy/model; 16 "
+                     "are checkpointed, rerun the same command to resume"):
+    features.extract(bb, ds, batch_size=4, cache_dir=str(tmp_path),
+                     checkpoint_every=8, progress=False)
+  assert issubclass(features.ExtractionInterrupted, KeyboardInterrupt)
+  ds.done = True
+  res = features.extract(bb, ds, batch_size=4, cache_dir=str(tmp_path),
+                         checkpoint_every=8, progress=False)
+  np.testing.assert_allclose(res.features, expected(ds, bb), rtol=1e-5)
+  with pytest.raises(features.ExtractionInterrupted, match="no cache"):
+    ds.done = False
+    features.extract(bb, ds, batch_size=4, use_cache=False, progress=False)
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "stale"])
 def test_corrupt_or_stale_entry_is_recomputed(tmp_path, damage):
   traces = []

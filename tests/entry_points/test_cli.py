@@ -19,6 +19,8 @@ def main(argv):
   logging.warning("a warning line")
   if sys.argv[-1] == "usage":
     raise app.UsageError("bad usage")
+  if sys.argv[-1] == "ctrl-c":
+    raise KeyboardInterrupt("interrupted at 3/9 images of m; 2 are kept")
   raise ValueError("bad value")
 
 _cli.run(main)
@@ -39,6 +41,14 @@ def test_user_errors_are_one_line_and_info_is_off_by_default(kind):
   assert "an info line" not in proc.stderr
   assert "a warning line" in proc.stderr
   assert "Traceback" not in proc.stderr and "USAGE" not in proc.stderr
+
+
+def test_ctrl_c_is_one_message_and_exit_130():
+  proc = _run("ctrl-c")
+  assert proc.returncode == 130
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "interrupted at 3/9 images of m; 2 are kept")
+  assert "Traceback" not in proc.stderr
 
 
 def test_verbosity_flag_turns_info_back_on():
