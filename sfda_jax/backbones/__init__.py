@@ -166,7 +166,9 @@ def _efficientnet(name: str, dtype: str, random_init: bool, seed: int,
     where = (f"cut after stage {stage} of {efficientnet_lite.NUM_STAGES}, "
              f"global-average-pooled {feature_dim}-d features")
   return Backbone(
-      name=name + cut + (f"@random{seed}" if random_init else ""),
+      # The name the user wrote (the seed is in weights_id and the
+      # description, so caches of different seeds stay apart).
+      name=name + cut + ("@random" if random_init else ""),
       preprocessing=preprocessing,
       feature_dim=feature_dim,
       num_source_classes=1000 if has_head else None,
@@ -176,7 +178,7 @@ def _efficientnet(name: str, dtype: str, random_init: bool, seed: int,
       compute_dtype=str(module_dtype),
       description=(f"EfficientNet-Lite ({config.width}, {config.depth}, "
                    f"{res}px), {where}"
-                   + (", random init" if random_init else
+                   + (f", random init (seed {seed})" if random_init else
                       ", ImageNet-1k weights")))
 
 

@@ -88,7 +88,10 @@ def test_named_cut_uses_the_pretrained_weights():
 
 def test_random_cut_control():
   bb = backbones.get("efficientnet_lite0:stage5@random", seed=1)
-  assert bb.name == "efficientnet_lite0:stage5@random1"
+  assert bb.name == "efficientnet_lite0:stage5@random"   # as written
+  assert bb.weights_id == "random-init:1" and "seed 1" in bb.description
+  other = backbones.get("efficientnet_lite0:stage5@random", seed=2)
+  assert other.name == bb.name and other.weights_id != bb.weights_id
   assert bb.feature_dim == 112 and bb.num_source_classes is None
   features, logits = bb(_images(size=32))
   assert features.shape == (2, 112) and logits is None
