@@ -28,7 +28,9 @@ def test_wheel_carries_ground_truth_and_no_experiments(tmp_path):
   for name in ("fashion_mnist_efficientnet_lite.json",
                "sfda_paper_group1.json", "sfda_paper_group2.json",
                "bench/fashion_mnist_linear_probe.json",
-               "bench/digits_linear_probe.json"):
+               "bench/digits_linear_probe.json",
+               "bench/fashion_mnist_finetune.json",
+               "bench/digits_finetune.json"):
     assert f"sfda_jax/evaluation/ground_truth/{name}" in names
   assert not [n for n in names if n.startswith("experiments/")]
   assert not [n for n in names if n.startswith("tests/")]
@@ -47,7 +49,7 @@ def test_committed_ground_truth_resolves_from_package_data():
   from sfda_jax.evaluation import rank as rank_lib
   # The offline zoo and the bench zoo both resolve to the bench file (the
   # first complete candidate covering every model), digits too.
-  for dataset in ("fashion_mnist",):
+  for dataset in ("fashion_mnist", "digits"):
     for zoo in ("offline", "bench"):
       models = rank_lib.model_names(zoo, dataset)
       path, acc = ground_truth.resolve("auto", dataset, models)
