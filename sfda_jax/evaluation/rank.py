@@ -283,11 +283,12 @@ class RankResult:
                      else f"  resolved: {pick} stays first in {stab[0]:.0%} "
                      f"of the {r.resamples} resamples of those metrics")
     if self.agreement:
-      best = max(sorted(self.agreement),
-                 key=lambda m: self.agreement[m]["weighted_tau"])
-      tau = self.agreement[best]["weighted_tau"]
-      line = (f"  on this ground truth the best metric was {best} "
-              f"(weighted tau {tau:.3f})")
+      tau = max(row["weighted_tau"] for row in self.agreement.values())
+      best = [m for m, row in self.agreement.items()
+              if row["weighted_tau"] == tau]
+      line = (f"  on this ground truth the best metric"
+              + (f"s were {', '.join(best)}" if len(best) > 1 else
+                 f" was {best[0]}") + f" (weighted tau {tau:.3f})")
       if self.prior_agreement:
         prior = max(sorted(self.prior_agreement),
                     key=lambda p: self.prior_agreement[p]["weighted_tau"])
