@@ -59,8 +59,9 @@ class Column:
     rows: ``{name: {"weighted_tau", "p5", "p95"}}`` for every metric and
       every prior (priors as ``prior <name>``; ``p5``/``p95`` NaN without
       draws).
-    best_metric: the metric with the highest weighted tau (``None`` when no
-      metric has agreement).
+    best_metric: the metric with the highest weighted tau among those that
+      scored every model (``None`` when none did); rows carry ``models``,
+      how many models the metric scored.
     models: the ranked models.
     omitted: ``{name: reason}`` for metrics and priors without agreement.
   """
@@ -89,21 +90,23 @@ class BenchmarkResult:
     names.sort(key=lambda n: (n.startswith("prior "), 0))
     heads = [f"{c.target}/{c.kind}" for c in self.columns]
     width = max(len(n) for n in names + ["metric", "best metric"]) + 2
-    cell = max(20, *(len(h) + 2 for h in heads))
+    cell = max(31, *(len(h) + 2 for h in heads))
 
-    def fmt(row):
+    def fmt(row, column):
       if row is None:
         return "-"
       text = f"{row['weighted_tau']:.3f}"
       if not math.isnan(row["p5"]):
         text += f" [{row['p5']:.2f}..{row['p95']:.2f}]"
+      if row.get("models", len(column.models)) < len(column.models):
+        text += f" ({row['models']}/{len(column.models)})"
       return text
 
     lines = [f"{'weighted tau':<{width}}" + "".join(f"{h:>{cell}}"
                                                    for h in heads)]
     for name in names:
       lines.append(f"{name:<{width}}" + "".join(
-          f"{fmt(c.rows.get(name)):>{cell}}" for c in self.columns))
+          f"{fmt(c.rows.get(name), c):>{cell}}" for c in self.columns))
     lines.append(f"{'best metric':<{width}}" + "".join(
         f"{c.best_metric or '-':>{cell}}" for c in self.columns))
     notes = [f"{len(c.models)} models in {c.target}/{c.kind} "
@@ -112,7 +115,9 @@ class BenchmarkResult:
     notes += [f"{c.target}/{c.kind}: {n} left out ({why})"
               for c in self.columns for n, why in c.omitted.items()]
     lines.append("[p5..p95]: 5-95% interval over (score resample, "
-                 "fine-tune seed) draws")
+                 "fine-tune seed) draws; (k/n): the metric scored only k of "
+                 "the n models (LEEP / NCE need a classifier head) and is "
+                 "not a candidate for best metric")
     return "\n".join(lines + notes)
 
   def to_json(self) -> dict[str, Any]:
@@ -131,7 +136,14 @@ def column_from_rank(result: rank_lib.RankResult, target: str, kind: str
             "p95": float(stats.get("weighted_tau_p95", nan))}
 
   rows = {m: row(s) for m, s in result.agreement.items()}
-  best = max(rows, key=lambda m: rows[m]["weighted_tau"]) if rows else None
+  for m in rows:          # how many models the metric scored (LEEP / NCE:
+    rows[m]["models"] = sum(v is not None  # only those with a classifier)
+                            for v in result.scores[m].values())
+  # The best metric ranks the whole zoo: a metric that scored a few models
+  # (LEEP / NCE: the heads only) answers an easier question.
+  whole = [m for m in rows if rows[m]["models"] == len(result.models)]
+  best = (max(whole, key=lambda m: rows[m]["weighted_tau"]) if whole
+          else None)
   rows.update({f"prior {p}": row(s)
                for p, s in result.prior_agreement.items()})
   omitted = dict(result.agreement_skipped)

@@ -177,3 +177,21 @@ def test_a_target_is_scored_once_and_rejudged_per_kind(tmp_path,
   with pytest.raises(ValueError, match="no accuracy for"):
     _ground_truth(gt / "small.json", "tgta", {"weak": 0.1}, 3)
     rank_lib.rejudge(direct, str(gt / "small.json"))
+
+
+def test_a_metric_that_scored_few_models_is_marked_and_never_best():
+  import types
+  result = types.SimpleNamespace(
+      models=["a", "b", "c", "d"], ground_truth_file="gt.json",
+      agreement={"leep": {"weighted_tau": 1.0},
+                 "sfda": {"weighted_tau": 0.4, "weighted_tau_p5": 0.1,
+                          "weighted_tau_p95": 0.6}},
+      scores={"leep": {"a": 1.0, "b": 0.5, "c": None, "d": None},
+              "sfda": {"a": 1.0, "b": 0.5, "c": 0.2, "d": 0.1}},
+      prior_agreement={}, agreement_skipped={}, priors=None)
+  column = zoo_benchmark.column_from_rank(result, "t", "finetune")
+  assert column.best_metric == "sfda"
+  assert column.rows["leep"]["models"] == 2
+  text = zoo_benchmark.BenchmarkResult((column,), {}).table()
+  assert "1.000 (2/4)" in text and "0.400 [0.10..0.60]" in text
+  assert "(2/4)" not in text.split("sfda")[1].splitlines()[0]
