@@ -264,7 +264,13 @@ class RankResult:
     if not votes:
       return ""
     counted = sum(len(v) for v in votes.values())
-    pick = max(sorted(votes), key=lambda m: len(votes[m]))
+    most = max(len(v) for v in votes.values())
+    leaders = sorted(m for m, v in votes.items() if len(v) == most)
+    if len(leaders) > 1:              # no alphabetical tie-break either
+      return "\n".join(["recommendation", "  no clear pick: " + "; ".join(
+          f"{m} is ranked first by {', '.join(votes[m])}" for m in leaders)
+          + f" ({most} of {counted} metrics each)"])
+    pick = leaders[0]
     lines = ["recommendation",
              f"  pick {pick}: ranked first by {len(votes[pick])} of "
              f"{counted} metrics ({', '.join(votes[pick])})"]

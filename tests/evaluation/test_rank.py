@@ -568,3 +568,14 @@ def test_recommendation_block_and_no_trivial_columns(features_dir, tmp_path):
   assert bare.recommendation().splitlines() == [
       "recommendation", "  pick res_net_a: ranked first by 1 of 1 metrics "
       "(hscore)"]
+
+
+def test_recommendation_with_tied_votes_names_no_pick():
+  import types
+  result = types.SimpleNamespace(
+      scores={"m1": {"a": 1.0, "b": 0.0}, "m2": {"a": 0.0, "b": 1.0},
+              "m3": {"a": 1.0, "b": 1.0}},      # a tie: nobody's vote
+      resampling=None, agreement={}, prior_agreement={})
+  assert rank_lib.RankResult.recommendation(result).splitlines() == [
+      "recommendation", "  no clear pick: a is ranked first by m1; b is "
+      "ranked first by m2 (1 of 2 metrics each)"]
