@@ -289,9 +289,13 @@ class RankResult:
                      else f"  resolved: {pick} stays first in {stab[0]:.0%} "
                      f"of the {r.resamples} resamples of those metrics")
     if self.agreement:
-      tau = max(row["weighted_tau"] for row in self.agreement.values())
-      best = [m for m, row in self.agreement.items()
-              if row["weighted_tau"] == tau]
+      # Metrics that scored every model first: LEEP / NCE rank only the
+      # models with a classifier head, an easier question.
+      whole = {m: row for m, row in self.agreement.items()
+               if sum(v is not None for v in self.scores[m].values())
+               == len(self.models)} or self.agreement
+      tau = max(row["weighted_tau"] for row in whole.values())
+      best = [m for m, row in whole.items() if row["weighted_tau"] == tau]
       line = (f"  on this ground truth the best metric"
               + (f"s were {', '.join(best)}" if len(best) > 1 else
                  f" was {best[0]}") + f" (weighted tau {tau:.3f})")
