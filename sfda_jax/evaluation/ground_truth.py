@@ -19,8 +19,8 @@ from absl import logging
 
 from sfda_jax import report
 
-__all__ = ["COMMITTED", "committed_path", "parse_seeds", "resolve",
-           "resumable_runs", "run_key", "seeded_payload"]
+__all__ = ["COMMITTED", "committed_path", "incomplete_runs", "parse_seeds",
+           "resolve", "resumable_runs", "run_key", "seeded_payload"]
 
 #: Committed fine-tune accuracies used by ``ground_truth="auto"``: dataset ->
 #: candidate files in ``sfda_jax/evaluation/ground_truth/``, in order of
@@ -80,6 +80,16 @@ def resolve(spec: str, dataset: str, models: Sequence[str]
   return path, {m: known[m] for m in models}
 
 
+def incomplete_runs(path: str) -> int | None:
+  """The number of finished runs of a ground-truth file that says it is not
+  complete (``"complete": false``: a stopped fine-tuning job), else None."""
+  with open(path) as f:
+    payload = json.load(f)
+  if isinstance(payload, dict) and payload.get("complete") is False:
+    return len(payload.get("runs", ()))
+  return None
+
+
 def _auto(dataset: str, models: Sequence[str]
           ) -> tuple[str | None, dict[str, float] | None]:
   """``resolve("auto", ...)``: the first committed candidate for
@@ -93,8 +103,7 @@ def _auto(dataset: str, models: Sequence[str]
   for name in names:
     with committed_path(name) as path:
       path = str(path)
-      with open(path) as f:
-        complete = json.load(f).get("complete", True) is not False
+      complete = incomplete_runs(path) is None
       known = report.load_ground_truth(path, dataset)
     missing = sorted(set(models) - set(known))
     if complete and not missing:

@@ -25,6 +25,7 @@ import math
 import os
 from typing import Any, Callable, Mapping, Sequence
 
+from sfda_jax.evaluation import ground_truth as ground_truth_lib
 from sfda_jax.evaluation import rank as rank_lib
 
 __all__ = ["KINDS", "TARGETS", "BenchmarkResult", "Column",
@@ -173,17 +174,6 @@ TARGET_FLAGS = {"fashion_mnist": "--num_examples=1000 --test_examples=1000",
                 "digits": "--num_examples=0 --test_examples=0"}
 
 
-def _incomplete_runs(path: str) -> int | None:
-  """The number of finished runs of a ground-truth file that says it is
-  not complete (``"complete": false``), else None."""
-  import json  # pylint: disable=g-import-not-at-top
-  with open(path) as f:
-    payload = json.load(f)
-  if isinstance(payload, dict) and payload.get("complete") is False:
-    return len(payload.get("runs", ()))
-  return None
-
-
 def ground_truth_command(target: str, kind: str, path: str) -> str:
   """The ``experiments.finetune`` command that makes (or resumes) the
   ``kind`` ground truth of ``target`` at ``path`` with the benchmark's
@@ -242,7 +232,7 @@ def run(targets: Sequence[str] = TARGETS, kinds: Sequence[str] = KINDS,
         missing[key] = f"no ground truth {path}; make it with " + \
             ground_truth_command(target, kind, path)
         continue
-      runs = _incomplete_runs(path)
+      runs = ground_truth_lib.incomplete_runs(path)
       if runs is not None:            # a fine-tuning job that stopped
         missing[key] = (f"ground truth {path} is incomplete ({runs} finished "
                         "runs); resume it with " +
