@@ -3,10 +3,13 @@ and quiet defaults.
 
 Quiet by default: absl logs WARNING and above (``--verbosity=0`` or
 ``-v 0`` shows INFO, ``-v 1`` debug); TensorFlow's C++ INFO logs are off
-(``TF_CPP_MIN_LOG_LEVEL=1`` unless set; its oneDNN notice is printed before
-that setting is read and stays); and when stderr is not a terminal (a piped
+(``TF_CPP_MIN_LOG_LEVEL=1`` unless set), and so is its oneDNN notice, which
+ignores that level: ``TF_ENABLE_ONEDNN_OPTS=0`` unless set. TensorFlow only
+decodes and resizes images here, which oneDNN does not touch: the pixels fed
+to the models are bit-identical either way (BUILD_NOTES.md, "Quiet entry
+points"). And when stderr is not a terminal (a piped
 log) progress bars redraw at most every 30 s instead of on every batch
-(``TQDM_MININTERVAL``, unless set). Both variables are set when this module
+(``TQDM_MININTERVAL``, unless set). These variables are set when this module
 is imported, so entry points import it before TensorFlow and tqdm.
 """
 
@@ -18,6 +21,7 @@ import traceback
 from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 if not sys.stderr.isatty():      # read when tqdm is imported: set it first
   os.environ.setdefault("TQDM_MININTERVAL", "30")
 

@@ -1,6 +1,7 @@
 """experiments._cli: one-line errors and quiet defaults for every entry
 point."""
 
+import os
 import re
 import subprocess
 import sys
@@ -62,9 +63,43 @@ def test_piped_progress_bars_redraw_rarely():
   proc = subprocess.run(
       [sys.executable, "-c", "from experiments import _cli; import os; "
        "print(os.environ['TQDM_MININTERVAL'], "
-       "os.environ['TF_CPP_MIN_LOG_LEVEL'])"],
+       "os.environ['TF_CPP_MIN_LOG_LEVEL'], "
+       "os.environ['TF_ENABLE_ONEDNN_OPTS'])"],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
-  assert proc.stdout.split() == ["30", "1"]
+  assert proc.stdout.split() == ["30", "1", "0"]
+
+
+_PIXELS = """
+import hashlib
+from experiments import _cli
+from sfda_jax import data
+from sfda_jax.data.preprocessing import Preprocessing
+h = hashlib.sha256()
+ds = data.load("digits", num_examples=200)
+for p in [Preprocessing(64, 72, (0.5,) * 3, (0.5,) * 3, "bicubic"),
+          Preprocessing(32, 32, (0.5,) * 3, (0.25,) * 3, "bilinear", True)]:
+  for x, y in ds.batches(p, 64):
+    h.update(x.tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_tensorflow_is_silent_and_onednn_off_changes_no_pixel():
+  """Importing TensorFlow through an entry point prints nothing (its oneDNN
+  notice ignores TF_CPP_MIN_LOG_LEVEL, so the entry points turn oneDNN off),
+  and the pixels the models see are the same bits with oneDNN on."""
+  out = {}
+  for value in ("0", "1"):
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": value}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    proc = subprocess.run([sys.executable, "-c", _PIXELS], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=180,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr
+    out[value] = (proc.stdout.strip(), proc.stderr)
+  assert out["0"][0] == out["1"][0]
+  assert "oneDNN" not in out["0"][1] and "I0000" not in out["0"][1], out["0"][1]
+  assert "oneDNN" in out["1"][1]       # the notice this default removes
 
 
 @pytest.mark.parametrize("module,flag", [
