@@ -25,6 +25,7 @@ from sfda_jax.ranking import (ALL_METRICS, FEATURE_METRICS, SOURCE_METRICS,
                               ScoreResult, agreement, score_models)
 
 from sfda_jax.uncertainty import ResampleResult, resample_scores
+from sfda_jax.ensemble import EnsembleResult, select_ensemble
 
 __version__ = "0.1.0"
 
@@ -42,11 +43,11 @@ def __getattr__(name):
   raise AttributeError(f"module 'sfda_jax' has no attribute {name!r}")
 
 __all__ = [
-    "ALL_METRICS", "FEATURE_METRICS", "SOURCE_METRICS", "RankConfig",
-    "RankResult", "ResampleResult", "SFDAState", "ScoreResult",
+    "ALL_METRICS", "EnsembleResult", "FEATURE_METRICS", "SOURCE_METRICS",
+    "RankConfig", "RankResult", "ResampleResult", "SFDAState", "ScoreResult",
     "agreement", "confmix", "gbc", "hscore", "leep", "logme", "nce", "nleep",
     "parc", "rank_zoo", "regularized_hscore", "resample_scores", "sample_mesh",
-    "score_models",
+    "score_models", "select_ensemble",
     "sfda", "sfda_fit", "sfda_predict_proba", "sfda_transform", "shard_samples",
     "streaming", "transrate",
 ]

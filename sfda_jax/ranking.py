@@ -81,10 +81,14 @@ class ScoreResult:
       ``ValueError``, the reason being its message on one line; only metrics
       with a failed cell appear.
     models: every model given, in input order.
+    parts: ``{part: {model: value}}`` of the per-model parts of the
+      set-level metrics asked for (``etran_energy``...) that were not asked
+      for by name; what ``resample_scores(full=...)`` reuses.
   """
   scores: dict[str, dict[str, float]]
   failures: dict[str, dict[str, str]]
   models: tuple[str, ...]
+  parts: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
 
   @property
   def num_scored(self) -> int:
@@ -291,10 +295,54 @@ def metric_names(metrics: str | Sequence[str]) -> tuple[str, ...]:
     raise ValueError(f"metrics must name at least one metric (empty names "
                      f"are not allowed), got {metrics!r}; valid: "
                      f"{list(ALL_METRICS)}.")
-  unknown = [m for m in names if m not in ALL_METRICS]
+  unknown = [m for m in names
+             if m not in ALL_METRICS and m not in registry.PART_METRICS]
   if unknown:
-    raise ValueError(f"unknown metric(s) {unknown}; valid: {list(ALL_METRICS)}.")
+    raise ValueError(f"unknown metric(s) {unknown}; valid: {list(ALL_METRICS)}"
+                     + (f" and the set-level parts "
+                        f"{list(registry.PART_METRICS)}"
+                        if registry.PART_METRICS else "") + ".")
   return names
+
+
+def combine_set_metrics(metrics: Sequence[str],
+                        scores: dict[str, dict[str, Any]],
+                        failures: dict[str, dict[str, str]],
+                        models: Sequence[str], cells: "_Cells") -> None:
+  """Adds each set-level metric of ``metrics`` to ``cells`` from its parts'
+  ``scores`` (values may be ``[B]`` arrays): the models whose every part
+  scored are min-max combined; a model with a failed part fails with that
+  part's reason; fewer than 2 such models fail them all."""
+  for name in metrics:
+    if name not in registry.SET_REGISTRY:
+      continue
+    spec = registry.SET_REGISTRY[name]
+    ok = [m for m in models if all(m in scores[p] for p in spec.parts)]
+    for m in models:
+      failed = [p for p in spec.parts if m in failures.get(p, {})]
+      if failed and m not in ok:
+        cells.fail(name, [m], ValueError(
+            f"part {failed[0]}: {failures[failed[0]][m]}"))
+    if len(ok) < 2:
+      if ok:
+        cells.fail(name, ok, ValueError(
+            f"{name} is a set-level metric (a min-max over the candidate "
+            f"models) and needs at least 2 scored models, got {ok}."))
+      continue
+    cells.scores[name] = spec.combine(
+        {p: {m: scores[p][m] for m in ok} for p in spec.parts})
+
+
+def split_parts(metrics: Sequence[str], cells: "_Cells"
+                ) -> dict[str, dict[str, Any]]:
+  """Removes from ``cells`` the parts scored only for a set-level metric
+  (not named in ``metrics``) and returns their scores."""
+  parts = {}
+  for m in list(cells.scores):
+    if m in registry.PART_METRICS and m not in metrics:
+      parts[m] = cells.scores.pop(m)
+      cells.failures.pop(m, None)
+  return parts
 
 
 def score_models(features_by_model: Mapping[str, Any], labels: Any,
@@ -309,7 +357,10 @@ def score_models(features_by_model: Mapping[str, Any], labels: Any,
       target labels. Models with equal feature shapes are scored together in
       one vmapped call per metric.
     labels: ``[N]`` target class ids (any; remapped).
-    metrics: names from :data:`ALL_METRICS`.
+    metrics: names from :data:`ALL_METRICS` (set-level ones such as
+      ``etran`` included: their parts are scored per model, then min-max
+      combined over the models whose every part scored) or the parts
+      themselves (``registry.PART_METRICS``).
     source_probs_by_model: ``{model: source probabilities [N, Z]}`` for the
       models that have a classifier head; ``leep`` and ``nce`` score only
       those models.
@@ -371,6 +422,8 @@ def score_models(features_by_model: Mapping[str, Any], labels: Any,
   if extra:
     raise ValueError(f"source_probs_by_model names models without features: "
                      f"{extra}.")
+  requested = metrics
+  metrics = registry.expand(requested)       # set-level names -> parts
   specs = {m: registry.REGISTRY[m] for m in metrics}
   options = metric_options(specs, seed)
   feats, enc = checked_features(features_by_model, labels)
@@ -408,10 +461,14 @@ def score_models(features_by_model: Mapping[str, Any], labels: Any,
           cells.scores[metric][name] = _runner.finish(
               spec, _runner.compute(spec, source, enc, **options[metric]),
               name)
+  combine_set_metrics(requested, cells.scores, cells.failures, list(feats),
+                      cells)
+  parts = split_parts(requested, cells)
+  cells.scores = {m: cells.scores.get(m, {}) for m in requested}
   if not cells.record:
     return cells.scores
   return ScoreResult(scores=cells.scores, failures=cells.failures,
-                     models=tuple(feats))
+                     models=tuple(feats), parts=parts)
 
 
 # ---------------------------------------------------------------------------

@@ -219,23 +219,25 @@ def resample_scores(features_by_model: Mapping[str, Any], labels: Any,
   """
   _check_settings(resamples, fraction, replace, seed)
   metrics = ranking.metric_names(metrics)      # "sfda" is one metric
-  wrong = [m for m in metrics if m not in registry.FEATURE_METRICS]
+  wrong = [m for m in metrics if m not in registry.FEATURE_METRICS
+           and m not in registry.PART_METRICS]
   if wrong:
     raise ValueError(f"resample_scores scores feature metrics; {wrong} "
                      f"is not one of {list(registry.FEATURE_METRICS)}.")
+  requested, metrics = metrics, registry.expand(metrics)
   if not features_by_model:
     raise ValueError("features_by_model is empty.")
   feats, enc = ranking.checked_features(features_by_model, labels)
   idx = resample_indices(enc.codes, resamples, fraction, seed, replace,
                          class_names=list(enc.classes))
   if full is None:
-    full = ranking.score_models(feats, labels, metrics=tuple(metrics),
+    full = ranking.score_models(feats, labels, metrics=tuple(requested),
                                 seed=seed, on_error="record")
-  else:
-    missing = [m for m in metrics if m not in full.scores]
-    if missing or set(full.models) != set(feats):
-      raise ValueError("full= must be the score_models result of the same "
-                       f"models and metrics; it lacks {missing or 'models'}.")
+  missing = [m for m in metrics if m not in full.scores and m not in full.parts]
+  if missing or set(full.models) != set(feats):
+    raise ValueError("full= must be the score_models result of the same "
+                     f"models and metrics; it lacks {missing or 'models'}.")
+  full_scores = {**full.parts, **full.scores}
   failures = {m: dict(v) for m, v in full.failures.items()}
   values: dict[str, dict[str, np.ndarray]] = {}
   cells = ranking._Cells(metrics, "record")  # pylint: disable=protected-access
@@ -245,7 +247,7 @@ def resample_scores(features_by_model: Mapping[str, Any], labels: Any,
       feats, list(metrics), enc, options, cells)
   for metric, spec in specs.items():
     values[metric] = {}
-    for name in full.scores[metric]:
+    for name in full_scores[metric]:
       x = ranking._scaled(feats[name], scales[metric][name])  # pylint: disable=protected-access
       try:
         if spec.batched:
@@ -267,6 +269,16 @@ def resample_scores(features_by_model: Mapping[str, Any], labels: Any,
             f"{resamples} resamples")
         continue
       values[metric][name] = v
+  set_cells = ranking._Cells(requested, "record")  # pylint: disable=protected-access
+  ranking.combine_set_metrics(requested, values, failures, list(feats),
+                              set_cells)
+  for m, per_model in set_cells.failures.items():
+    failures.setdefault(m, {}).update(per_model)
+  for m in requested:
+    if m in registry.SET_REGISTRY:
+      values[m] = set_cells.scores.get(m, {})
+  values = {m: values[m] for m in requested}
+  failures = {m: v for m, v in failures.items() if m in requested}
   return _summarise(full.scores, values, failures, resamples, fraction,
                     replace, seed, idx.shape[1])
 

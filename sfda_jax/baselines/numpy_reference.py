@@ -142,36 +142,98 @@ def sfda_transform(state, X):
     return X @ V[:, :min(K - 1, V.shape[0])]
 
 
-def sfda_score(X, y):
-    """SFDA score: fit, soften, ConfMix towards the other classes' mean, refit with the same s, mean p(y|x)."""
-    X = _as_f64(X)
-    y, K = _remap(y)
-    N = X.shape[0]
-
-    state = sfda_fit(X, y)
-    p = sfda_predict_proba(state, X)
-    p = _softmax(p, axis=1)  # the published code applies softmax a second time ("soften")
-
-    means = _class_means(X, y, K)  # from the ORIGINAL X
+def _confmix(X, y, p, means):
+    """x_i <- q_i x_i + (1 - q_i) mean of the other classes' means, q_i = p[i, y_i]."""
+    K = means.shape[0]
     means_other = (means.sum(axis=0, keepdims=True) - means) / (K - 1)
-
     X_mix = X.copy()
     for k in range(K):
         idx = np.where(y == k)[0]
         q = p[idx, k][:, None]
         X_mix[idx] = q * X[idx] + (1.0 - q) * means_other[k]
+    return X_mix
 
-    state2 = sfda_fit(X_mix, y, shrinkage=state["shrinkage"])
-    p2 = sfda_predict_proba(state2, X_mix)
-    return float(np.mean(p2[np.arange(N), y]))
+
+def shrinkage_rule(X, y, rule):
+    """The saturation remedies' shrinkage of X's within-class scatter: None for "adaptive" (sfda_fit's
+    own rule), the Ledoit-Wolf ("lw") or OAS ("oas") intensity of the class-centred residuals R."""
+    if rule in (None, "adaptive"):
+        return None
+    X = _as_f64(X)
+    y, K = _remap(y)
+    N, D = X.shape
+    R = X - _class_means(X, y, K)[y]
+    Sw = R.T @ R / N
+    mu = np.trace(Sw) / D
+    if rule == "lw":
+        delta = np.sum((Sw - mu * np.eye(D)) ** 2) / D
+        beta = ((np.sum(R ** 2, axis=1) ** 2).sum() / N - np.sum(Sw ** 2)) / (N * D)
+        return 0.0 if beta == 0 else min(beta, delta) / delta
+    if rule == "oas":
+        a = np.sum(Sw ** 2) / D ** 2
+        den = (N + 1) * (a - mu ** 2 / D)
+        return 1.0 if den == 0 else min((a + mu ** 2) / den, 1.0)
+    raise ValueError(rule)
+
+
+def sfda_fold_ids(y, folds, seed=0):
+    """Stratified fold ids: per class in ascending id, indices permuted by one default_rng(seed); the j-th
+    permuted index goes to fold j mod folds."""
+    y, _ = _remap(y)
+    rng = np.random.default_rng(seed)
+    out = np.empty(len(y), dtype=int)
+    for k in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == k))
+        out[idx] = np.arange(len(idx)) % folds
+    return out
+
+
+def sfda_score(X, y, pca_dim=None, shrinkage="adaptive", folds=None, seed=0, mix_heldout=True):
+    """SFDA score: fit, soften, ConfMix towards the other classes' mean, refit with the same s, mean p(y|x).
+
+    The options are the saturation remedies of METRICS.md (defaults: the published method): pca_dim
+    projects onto min(pca_dim, D, N - K) principal axes first; shrinkage "lw"/"oas" replaces the adaptive
+    intensity in both fits; folds (an int or fold ids) cross-fits, scoring each sample once from fits on
+    the other folds (held-out samples mixed with the training part's means unless mix_heldout=False).
+    """
+    X = _as_f64(X)
+    y, K = _remap(y)
+    N, D = X.shape
+    if pca_dim is not None:
+        X = _pca_project(X, max(1, min(pca_dim, D, N - K)))
+    if folds is None:
+        state = sfda_fit(X, y, shrinkage=shrinkage_rule(X, y, shrinkage))
+        p = _softmax(sfda_predict_proba(state, X), axis=1)  # the published code softmaxes twice
+        X_mix = _confmix(X, y, p, _class_means(X, y, K))  # means of the ORIGINAL X
+        state2 = sfda_fit(X_mix, y, shrinkage=state["shrinkage"])
+        p2 = sfda_predict_proba(state2, X_mix)
+        return float(np.mean(p2[np.arange(N), y]))
+    ids = sfda_fold_ids(y, folds, seed) if np.ndim(folds) == 0 else np.unique(folds, return_inverse=True)[1]
+    total = 0.0
+    for f in np.unique(ids):
+        tr, te = ids != f, ids == f
+        Xt, yt = X[tr], y[tr]
+        state = sfda_fit(Xt, yt, shrinkage=shrinkage_rule(Xt, yt, shrinkage))
+        means = _class_means(Xt, yt, K)
+        Xt_mix = _confmix(Xt, yt, _softmax(sfda_predict_proba(state, Xt), axis=1), means)
+        state2 = sfda_fit(Xt_mix, yt, shrinkage=state["shrinkage"])
+        Xh, yh = X[te], y[te]
+        if mix_heldout:
+            Xh = _confmix(Xh, yh, _softmax(sfda_predict_proba(state, Xh), axis=1), means)
+        total += sfda_predict_proba(state2, Xh)[np.arange(len(yh)), yh].sum()
+    return float(total / N)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # LogME (You et al., ICML 2021), fixed-point solver
 # ----------------------------------------------------------------------------------------------------------
 
-def logme(F, y, regression=False):
+def logme(F, y, regression=False, corrected=False):
     """LogME evidence, mean over target columns (one-hot classes, or regression targets).
+
+    corrected=True: the N < D evidence fix of thuml/LogME PR #24 (sigma zero-padded to length D in the
+    log-determinant, i.e. evidence - (D - N)/(2N) log alpha per column). corrected="rank": also, for
+    N > D, the same term for the D - k directions the s > 1e-10 filter dropped (our generalisation).
 
     Singular values s <= 1e-10 are dropped (absolute threshold, as published). Caveat: on rank-deficient
     features with N > D (e.g. constant columns) the null eigenvalues of F^T F come out as +-1e-12 rounding
@@ -223,6 +285,8 @@ def logme(F, y, regression=False):
             evidence /= N
             if abs(tau_new - tau) / tau <= 1e-3:
                 break
+        if corrected and (N < D or corrected == "rank"):
+            evidence -= (D - len(s)) / (2.0 * N) * np.log(alpha)
         evidences.append(evidence)
     return float(np.mean(evidences))
 

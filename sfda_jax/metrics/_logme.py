@@ -153,13 +153,32 @@ def _evidence(sigma, mask, x2, res_x2, n, d):
   return ev, it, done
 
 
-def logme_core(f: jax.Array, targets: jax.Array,
+#: ``logme(..., corrected=...)`` values.
+CORRECTIONS = (False, True, "rank")
+
+
+def _log_alpha_count(corrected, mask, n: int, d: int):
+  """The coefficient ``c`` of the evidence's ``c/2 log alpha`` term: ``D``
+  (the reference), ``N`` for ``N < D`` with PR #24's fix (``corrected=True``:
+  the log-determinant over ``sigma`` zero-padded to length ``D``), or the
+  number of directions kept in the log-determinant (``"rank"``: the same
+  padding for the directions the ``s > 1e-10`` filter drops, also when
+  ``N > D``; our generalisation)."""
+  if corrected == "rank":
+    return jnp.sum(mask).astype(jnp.float32)
+  if corrected and n < d:
+    return n
+  return d
+
+
+def logme_core(f: jax.Array, targets: jax.Array, corrected: bool | str = False,
                return_diagnostics: bool = False) -> jax.Array:
   """LogME on validated inputs (pure, jittable, vmappable over ``f``).
 
   Args:
     f: features ``[N, D]``.
     targets: ``[N, T]`` target columns (one-hot classes or regression targets).
+    corrected: (static) one of :data:`CORRECTIONS` (see :func:`logme`).
     return_diagnostics: (static) also return the fixed point's iterations
       (the most over the ``T`` columns) and whether every column converged.
 
@@ -180,18 +199,22 @@ def logme_core(f: jax.Array, targets: jax.Array,
     return logme_from_stats(center, stats.gram(fs), fs.sum(axis=0),
                             stats.matmul(fs.T, targets), targets.sum(axis=0),
                             jnp.sum(targets * targets, axis=0), n, scale,
+                            corrected=corrected,
                             return_diagnostics=return_diagnostics)
   eps = float(jnp.finfo(f.dtype).eps)
   u_c, s_c, _ = stats.svd(fc)
   sigma, x2, res_x2, mask = stats.precise(
       functools.partial(_spectrum_rows, eps=eps), u_c, s_c,
       stats.matmul(fc, center), jnp.sum(center * center), targets)
-  return _mean_evidence(sigma, mask, x2, res_x2, n, d, return_diagnostics)
+  return _mean_evidence(sigma, mask, x2, res_x2, n,
+                        _log_alpha_count(corrected, mask, n, d),
+                        return_diagnostics)
 
 
 def logme_from_stats(center: jax.Array, gram_c: jax.Array, csum: jax.Array,
                      ft_t_c: jax.Array, tsum: jax.Array, t_sq: jax.Array,
                      n: int, scale: jax.Array | None = None,
+                     corrected: bool | str = False,
                      return_diagnostics: bool = False) -> jax.Array:
   """LogME from sufficient statistics centred at ``center`` (pure, jittable).
 
@@ -210,7 +233,7 @@ def logme_from_stats(center: jax.Array, gram_c: jax.Array, csum: jax.Array,
     t_sq: ``|t|^2`` per target column, ``[T]`` (class counts for one-hot).
     n: ``N`` (static).
     scale: per-column scale ``[D]`` of the statistics (default: ones).
-    return_diagnostics: as :func:`logme_core`.
+    corrected, return_diagnostics: as :func:`logme_core`.
 
   Returns:
     Mean evidence over the ``T`` columns (scalar), or ``(score, iterations,
@@ -223,7 +246,9 @@ def logme_from_stats(center: jax.Array, gram_c: jax.Array, csum: jax.Array,
   sigma, x2, res_x2, mask = stats.precise(
       functools.partial(_spectrum_cols, n=float(n), rank=min(n, d), eps=eps),
       gram_c, csum, center, ft_t_c, tsum, t_sq, scale)
-  return _mean_evidence(sigma, mask, x2, res_x2, n, d, return_diagnostics)
+  return _mean_evidence(sigma, mask, x2, res_x2, n,
+                        _log_alpha_count(corrected, mask, n, d),
+                        return_diagnostics)
 
 
 def _mean_evidence(sigma, mask, x2, res_x2, n, d, return_diagnostics=False):
@@ -234,7 +259,8 @@ def _mean_evidence(sigma, mask, x2, res_x2, n, d, return_diagnostics=False):
   return ev.mean()
 
 
-_logme_jit = jax.jit(logme_core, static_argnames="return_diagnostics")
+_logme_jit = jax.jit(logme_core,
+                     static_argnames=("corrected", "return_diagnostics"))
 
 #: The fixed point's iteration cap (the reference's).
 MAX_ITERATIONS = _MAX_ITERS
@@ -253,7 +279,7 @@ class Diagnostics(NamedTuple):
 
 
 def logme(features: Any, labels: Any, regression: bool = False,
-          return_diagnostics: bool = False):
+          return_diagnostics: bool = False, corrected: bool | str = False):
   """LogME transferability score (higher is better).
 
   Args:
@@ -261,6 +287,14 @@ def logme(features: Any, labels: Any, regression: bool = False,
     labels: ``[N]`` class ids (classification), or with ``regression=True``
       float targets ``[N]`` or ``[N, T]`` (one evidence per column).
     regression: treat ``labels`` as real-valued targets.
+    corrected: ``False`` (the reference). ``True``: the ``N < D`` evidence
+      fix of thuml/LogME issue #23 / PR #24 (open, not merged): the
+      log-determinant runs over ``sigma`` zero-padded to length ``D``, so
+      per column the evidence drops by ``(D - N) / (2N) log alpha`` (``D/2
+      log alpha`` becomes ``N/2 log alpha``); ``N >= D`` is unchanged.
+      ``"rank"``: also for ``N > D``, the same term for the directions whose
+      singular value the reference's ``s > 1e-10`` filter drops
+      (rank-deficient features; our generalisation, not in the PR).
     return_diagnostics: also return a :class:`Diagnostics` of the fixed
       point (iterations used, at most 11; whether every column converged).
 
@@ -276,14 +310,15 @@ def logme(features: Any, labels: Any, regression: bool = False,
     >>> sfda_jax.logme(good, y) > sfda_jax.logme(good, rng.permutation(y))
     True
   """
+  _check_options(corrected)
   if not regression and not return_diagnostics:
-    return _runner.score(SPEC, features, labels)
+    return _runner.score(SPEC, features, labels, corrected=corrected)
   if not regression:
     x, enc = _runner.validated_features(SPEC, features, labels,
-                                        SPEC.options())
+                                        SPEC.options(corrected=corrected))
     t = stats.one_hot(_validation.place_like_samples(enc.codes, x),
                       enc.num_classes, x.dtype)
-    return _with_diagnostics(x, t)
+    return _with_diagnostics(x, t, corrected)
   x = _validation.check_features(features)
   t = labels if isinstance(labels, jax.Array) else np.asarray(labels)
   t = _validation.check_features(t.reshape(-1, 1) if t.ndim == 1 else t,
@@ -296,16 +331,30 @@ def logme(features: Any, labels: Any, regression: bool = False,
   if not isinstance(labels, jax.Array):
     t = _validation.place_like_samples(t, x)
   if return_diagnostics:
-    return _with_diagnostics(x, t)
-  return _runner.finish(SPEC, _logme_jit(x, t))
+    return _with_diagnostics(x, t, corrected)
+  return _runner.finish(SPEC, _logme_jit(x, t, corrected=corrected))
 
 
-def _with_diagnostics(x, t):
-  score, its, done = _logme_jit(x, t, return_diagnostics=True)
+def _with_diagnostics(x, t, corrected):
+  score, its, done = _logme_jit(x, t, corrected=corrected,
+                                return_diagnostics=True)
   return _runner.finish(SPEC, score), Diagnostics(
       int(_validation.fetch(its)), bool(_validation.fetch(done)))
 
 
+def _check_options(corrected=False) -> None:
+  if not any(corrected is c or (isinstance(corrected, str) and corrected == c)
+             for c in CORRECTIONS):
+    raise ValueError(f"corrected must be one of {list(CORRECTIONS)}, got "
+                     f"{corrected!r}.")
+
+
+def _prepare(enc, corrected=False) -> _spec.Prepared:
+  one_hot = _spec.one_hot(enc)
+  return one_hot._replace(static={"corrected": corrected})
+
+
 SPEC = _spec.MetricSpec(
     name="logme", order=10, fn=logme, inputs="features", core=logme_core,
-    prepare=_spec.one_hot, streaming="logme")
+    prepare=_prepare, check_options=_check_options,
+    defaults={"corrected": False}, streaming="logme")

@@ -22,11 +22,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sfda_jax.metrics import _validation
 from sfda_jax.metrics._spec import MetricSpec
 
-__all__ = ["score", "validated_features", "check_cell", "compute", "call_core", "finish", "jitted"]
+__all__ = ["score", "score_parts", "score_set", "validated_features",
+           "check_cell", "compute", "call_core", "finish", "jitted"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -122,3 +124,65 @@ def validated_features(spec: MetricSpec, inputs: Any, labels: Any,
   if scale != 1.0:
     x = x * jnp.asarray(scale, x.dtype)
   return x, enc
+
+
+def part_options(part: MetricSpec, options: dict) -> dict:
+  """The set-level ``options`` that ``part`` declares (its ``defaults``)."""
+  return {k: v for k, v in options.items() if k in part.defaults}
+
+
+def score_parts(specs, features: Any, labels: Any, options: dict
+                ) -> dict[str, float]:
+  """``{part: value}`` of one model: every part's checks first, then the
+  computations (a set-level metric's ``*_parts`` function)."""
+  checked = [(spec, validated_features(spec, features, labels,
+                                       spec.options(**part_options(spec,
+                                                                   options))))
+             for spec in specs]
+  return {spec.name: finish(spec, compute(spec, x, enc, **spec.options(
+      **part_options(spec, options)))) for spec, (x, enc) in checked}
+
+
+def score_set(set_spec, features_by_model: Any, labels: Any, **given: Any
+              ) -> dict[str, float]:
+  """The set-level score ``{model: score}`` (``sfda_jax.etran`` ...).
+
+  Every model's features and the labels are checked (structure, values, the
+  parts' own input checks) before any part is computed: at least 2 models,
+  each a non-empty 2-D array with one row per label.
+  """
+  from sfda_jax.metrics import registry  # pylint: disable=import-outside-toplevel
+  options = set_spec.options(**given)
+  if not hasattr(features_by_model, "items"):
+    raise ValueError(f"{set_spec.name} scores a set of models: pass "
+                     "features_by_model as {model: features [N, D]}, got "
+                     f"{type(features_by_model).__name__}.")
+  if len(features_by_model) < 2:
+    raise ValueError(f"{set_spec.name} is a set-level metric (a min-max over "
+                     "the candidate models) and needs at least 2 models, got "
+                     f"{list(features_by_model)}.")
+  n = _validation.label_array(labels).shape[0]
+  rows = {m: (getattr(f, "shape", None) or np.shape(f)) for m, f in
+          features_by_model.items()}
+  wrong = {m: tuple(r) for m, r in rows.items() if len(r) != 2 or r[0] != n}
+  if wrong:
+    raise ValueError(f"{set_spec.name}: every model's features must be "
+                     f"[N, D] with N = {n} rows (one per label, the same "
+                     f"samples in the same order), got {wrong}.")
+  specs = [registry.REGISTRY[p] for p in set_spec.parts]
+  checked = {}
+  for model, f in features_by_model.items():
+    checked[model] = []
+    for spec in specs:
+      opts = spec.options(**part_options(spec, options))
+      try:
+        x, enc = validated_features(spec, f, labels, opts)
+      except ValueError as e:
+        raise ValueError(f"{set_spec.name}, model {model!r}: {e}") from e
+      checked[model].append((spec, x, enc, opts))
+  parts = {p: {} for p in set_spec.parts}
+  for model, cells in checked.items():
+    for spec, x, enc, opts in cells:
+      parts[spec.name][model] = finish(spec, compute(spec, x, enc, **opts),
+                                       model)
+  return set_spec.combine(parts)

@@ -27,13 +27,16 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sfda_jax.metrics import _runner
 from sfda_jax.metrics import _spec
 from sfda_jax.metrics import _validation
+from sfda_jax.metrics import sampling
 from sfda_jax.metrics import stats
 
-__all__ = ["SFDAState", "sfda", "sfda_core", "sfda_fit", "sfda_fit_core",
+__all__ = ["SFDAState", "SHRINKAGE_RULES", "sfda", "sfda_core", "sfda_cv_core",
+           "sfda_fit", "sfda_fit_core",
            "sfda_fit_from_stats", "sfda_predict_proba", "sfda_transform",
            "confmix", "self_challenge", "true_class_probability"]
 
@@ -196,28 +199,162 @@ def true_class_probability(state: SFDAState, x: jax.Array, labels: jax.Array
   return jnp.take_along_axis(probs, labels[:, None], axis=1)[:, 0]
 
 
-def sfda_core(x: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
+#: ``sfda(..., shrinkage=...)`` rules: the published adaptive
+#: ``max(exp(-5 lambda), 1e-10)``, Ledoit-Wolf, OAS.
+SHRINKAGE_RULES = ("adaptive", "lw", "oas")
+
+
+def _rule_shrinkage(rule: str, sw: jax.Array, residuals: jax.Array,
+                    n: jax.Array) -> jax.Array | None:
+  """The shrinkage of ``rule`` for the within-class scatter ``sw`` of the
+  class-centred ``residuals`` (zero rows for samples left out) of ``n``
+  samples; ``None`` for "adaptive" (the fit computes it)."""
+  if rule == "adaptive":
+    return None
+  if rule == "lw":
+    row_sq = jnp.sum(residuals * residuals, axis=1)
+    return stats.ledoit_wolf_shrinkage_from_moments(
+        sw, jnp.sum(row_sq * row_sq), n)
+  return stats.oas_shrinkage(sw, n)
+
+
+def _reduced(x: jax.Array, num_classes: int, pca_dim: int | None
+             ) -> jax.Array:
+  """``x`` centred (two passes), then on its top ``min(pca_dim, D, N - K)``
+  principal axes (signs: scikit-learn's) when ``pca_dim`` is set (the
+  saturation remedy (a))."""
+  x = stats.center(x)
+  if pca_dim is None:
+    return x
+  n, d = x.shape
+  dim = max(1, min(pca_dim, d, n - num_classes))
+  # Always the rotation, also for dim == D: the adaptive shrinkage's power
+  # iteration starts from Sw 1, which is not rotation invariant.
+  _, basis = stats.principal_basis(stats.gram(x) / n, top=dim)
+  return stats.matmul(x, basis)
+
+
+def sfda_core(x: jax.Array, labels: jax.Array, num_classes: int,
+              pca_dim: int | None = None, shrinkage: str = "adaptive"
+              ) -> jax.Array:
   """The SFDA score on validated inputs (pure, jittable, vmappable over x).
 
   The score is translation invariant; ``x`` is centred first (two passes) so
   that class means and scatters come from accurate, small numbers.
+
+  Args:
+    x: features ``[N, D]``.
+    labels: integer codes ``[N]``.
+    num_classes: ``K`` (static).
+    pca_dim: (static) project onto this many principal axes first (at most
+      ``min(D, N - K)``); ``None``: the reference (no projection).
+    shrinkage: (static) one of :data:`SHRINKAGE_RULES`; both fits use the
+      first fit's intensity, as the reference does.
   """
-  x = stats.center(x)
-  first = sfda_fit_core(x, labels, num_classes)
+  x = _reduced(x, num_classes, pca_dim)
+  if shrinkage == "adaptive":
+    first = sfda_fit_core(x, labels, num_classes)
+  else:
+    means, counts = stats.class_means(x, labels, num_classes)
+    residuals = x - means[labels]
+    sw = stats.gram(residuals) / x.shape[0]
+    first = sfda_fit_from_stats(
+        means, counts, sw,
+        _rule_shrinkage(shrinkage, sw, residuals, x.shape[0]))
   mixed = self_challenge(first, x, labels)
   second = sfda_fit_core(mixed, labels, num_classes, shrinkage=first.shrinkage)
   return jnp.mean(true_class_probability(second, mixed, labels))
 
 
+def sfda_cv_core(x: jax.Array, labels: jax.Array, folds: jax.Array,
+                 num_classes: int, num_folds: int, pca_dim: int | None = None,
+                 shrinkage: str = "adaptive", mix_heldout: bool = True
+                 ) -> jax.Array:
+  """Cross-fitted SFDA (the saturation remedy (d); pure, jittable).
+
+  For each fold ``f``: both fits (shrinkage from the training part by
+  ``shrinkage``'s rule, priors and class means from it) on the samples not in
+  ``f``; each held-out sample ``i`` is mixed with ``q_i`` from the first fit
+  and the training part's class means (unmixed when ``mix_heldout`` is
+  False) and scored ``p2(x_i)[y_i]``. The score is the mean over all ``N``
+  samples, each scored once.
+
+  Args:
+    x, labels, num_classes, pca_dim, shrinkage: as :func:`sfda_core`.
+    folds: fold ids ``[N]`` in ``[0, num_folds)``.
+    num_folds: ``F`` (static).
+    mix_heldout: (static) ConfMix the held-out samples too.
+  """
+  x = _reduced(x, num_classes, pca_dim)
+  total = jnp.zeros((), x.dtype)
+  for f in range(num_folds):
+    train = folds != f
+    codes = jnp.where(train, labels, -1)         # -1: left out of the stats
+    n_train = jnp.sum(train).astype(x.dtype)
+    mom = stats.class_moments(x, codes, num_classes)
+    sw = mom.scatter / n_train
+    residuals = jnp.where(train[:, None], x - mom.means[labels], 0.0)
+    first = sfda_fit_from_stats(
+        mom.means, mom.counts, sw,
+        _rule_shrinkage(shrinkage, sw, residuals, n_train))
+    probs = jax.nn.softmax(jax.nn.softmax(_decision(first, x), axis=1),
+                           axis=1)
+    mixed = confmix(x, labels, probs, mom.means)
+    mom2 = stats.class_moments(mixed, codes, num_classes)
+    second = sfda_fit_from_stats(mom2.means, mom2.counts,
+                                 mom2.scatter / n_train, first.shrinkage)
+    q = true_class_probability(second, mixed if mix_heldout else x, labels)
+    total = total + jnp.sum(jnp.where(train, 0.0, q))
+  return total / x.shape[0]
+
+
+def _variant_core(x: jax.Array, labels: jax.Array, *folds: jax.Array,
+                  num_classes: int, pca_dim: int | None = None,
+                  shrinkage: str = "adaptive", num_folds: int | None = None,
+                  mix_heldout: bool = True) -> jax.Array:
+  """The registry's core: :func:`sfda_cv_core` when fold ids are given,
+  else :func:`sfda_core`."""
+  if folds:
+    return sfda_cv_core(x, labels, folds[0], num_classes, num_folds, pca_dim,
+                        shrinkage, mix_heldout)
+  return sfda_core(x, labels, num_classes, pca_dim, shrinkage)
+
+
 _fit_jit = jax.jit(sfda_fit_core, static_argnames=("num_classes", "eigen"))
 
 
-def sfda(features: Any, labels: Any) -> float:
+def sfda(features: Any, labels: Any, pca_dim: int | None = None,
+         shrinkage: str = "adaptive", folds: Any = None, seed: int = 0,
+         mix_heldout: bool = True) -> float:
   """SFDA transferability score (higher is better), in ``(0, 1]``.
+
+  The defaults are the published method. The other options are opt-in
+  remedies for ``N`` close to or below ``D``, where the reference saturates
+  (TencentARC/SFDA issue #5: with ``rank Sw <= N - K < D`` the adaptive
+  shrinkage sits at its 1e-10 floor and in-sample LDA separates every
+  training point, so every model scores ~1). They are this library's
+  choices, with no published reference (METRICS.md, "SFDA saturation").
 
   Args:
     features: ``[N, D]`` target-set features from the candidate model.
     labels: ``[N]`` class ids (any integers or strings; remapped).
+    pca_dim: project the centred features onto ``min(pca_dim, D, N - K)``
+      principal axes first (issue #5 used 32); ``None``: no projection.
+    shrinkage: ``"adaptive"`` (the paper's ``max(exp(-5 lambda_max(Sw)),
+      1e-10)``), ``"lw"`` (Ledoit-Wolf intensity of the class-centred
+      residuals: scikit-learn's ``ledoit_wolf_shrinkage(R,
+      assume_centered=True)``, NOT LDA's ``shrinkage="auto"``) or ``"oas"``
+      (scikit-learn's ``oas(R, assume_centered=True)``); used by both fits.
+    folds: ``None`` (in-sample, the reference), an int ``F >= 2`` (stratified
+      folds drawn with ``seed``: each class's indices permuted with one
+      ``numpy.random.default_rng(seed)``, the ``j``-th going to fold ``j mod
+      F``) or fold ids ``[N]``: cross-fitted SFDA, every sample scored by
+      fits on the other folds. Drawn folds follow the sorted class ids, so
+      renaming classes in a different order draws different folds.
+    seed: the fold seed (with an int ``folds``).
+    mix_heldout: with ``folds``, ConfMix the held-out samples as the
+      in-sample score mixes every sample (our choice); False scores them
+      unmixed.
 
   Returns:
     The mean probability of the true class after the self-challenging refit.
@@ -230,7 +367,9 @@ def sfda(features: Any, labels: Any) -> float:
     >>> 0.5 < sfda_jax.sfda(x, y) <= 1.0
     True
   """
-  return _runner.score(SPEC, features, labels)
+  return _runner.score(SPEC, features, labels, pca_dim=pca_dim,
+                       shrinkage=shrinkage, folds=folds, seed=seed,
+                       mix_heldout=mix_heldout)
 
 
 def sfda_fit(features: Any, labels: Any,
@@ -291,8 +430,77 @@ def _check_dim(state: SFDAState, x: jax.Array) -> None:
                      f"fitted on {state.means.shape[1]}.")
 
 
+def _check_options(pca_dim, shrinkage, folds, seed, mix_heldout) -> None:
+  if pca_dim is not None:
+    _validation.positive_int(pca_dim, "pca_dim", none_means="no projection")
+  if shrinkage not in SHRINKAGE_RULES:
+    raise ValueError(f"shrinkage must be one of {list(SHRINKAGE_RULES)}, "
+                     f"got {shrinkage!r}.")
+  if folds is not None and np.ndim(folds) == 0:
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) \
+        or folds < 2:
+      raise ValueError(f"folds must be None, an int >= 2 or fold ids [N], "
+                       f"got {folds!r}.")
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) \
+      or seed < 0:
+    raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
+  if not isinstance(mix_heldout, (bool, np.bool_)):
+    raise ValueError(f"mix_heldout must be a bool, got {mix_heldout!r}.")
+
+
+def _fold_ids(enc, folds, seed) -> tuple[np.ndarray, int]:
+  """Fold ids ``[N]`` in ``[0, F)`` and ``F`` (drawn, or the given ids
+  remapped), checked: every fold leaves >= 1 sample of every class for
+  training and holds >= 1 sample."""
+  codes = np.asarray(enc.codes)
+  if np.ndim(folds) == 0:
+    ids, num = sampling.fold_assignment(codes, int(folds), int(seed)), int(folds)
+  else:
+    given = np.asarray(folds)
+    if given.shape != codes.shape or not np.issubdtype(given.dtype,
+                                                       np.integer):
+      raise ValueError(f"fold ids must be integers of shape {codes.shape} "
+                       f"(one per sample), got {given.dtype} "
+                       f"{given.shape}.")
+    uniq, ids = np.unique(given, return_inverse=True)
+    num = len(uniq)
+    if num < 2:
+      raise ValueError(f"fold ids name {num} fold; cross-fitting needs >= 2.")
+  counts = np.bincount(codes, minlength=enc.num_classes)
+  for f in range(num):
+    held = np.bincount(codes[ids == f], minlength=enc.num_classes)
+    short = np.flatnonzero(counts - held < 1)
+    if short.size:
+      name = enc.classes[short[0]]
+      raise ValueError(
+          f"fold {f} holds every sample of class {name!r}, so its training "
+          "part has none; each class needs samples outside every fold "
+          "(at least 2 per class, spread over the folds).")
+  return ids.astype(np.int32), num
+
+
+def _prepare(enc, pca_dim, shrinkage, folds, seed, mix_heldout):
+  static = {"num_classes": enc.num_classes, "pca_dim": pca_dim,
+            "shrinkage": shrinkage}
+  if folds is None:
+    return _spec.Prepared(None, (enc.codes,), static, (True,))
+  ids, num = _fold_ids(enc, folds, seed)
+  return _spec.Prepared(None, (enc.codes, ids),
+                        {**static, "num_folds": num,
+                         "mix_heldout": bool(mix_heldout)}, (True, True))
+
+
+def _check_input(x, enc, pca_dim, shrinkage, folds, seed, mix_heldout):
+  del pca_dim, shrinkage, mix_heldout, x
+  if folds is not None:
+    _fold_ids(enc, folds, seed)
+
+
 SPEC = _spec.MetricSpec(
-    name="sfda", order=0, fn=sfda, inputs="features", core=sfda_core,
-    prepare=_spec.codes, streaming="sfda",
+    name="sfda", order=0, fn=sfda, inputs="features", core=_variant_core,
+    prepare=_prepare, check_options=_check_options, check_input=_check_input,
+    defaults={"pca_dim": None, "shrinkage": "adaptive", "folds": None,
+              "seed": 0, "mix_heldout": True},
+    streaming="sfda",
     hint="The within-class scatter may be numerically singular; try "
     "jax.config.update('jax_enable_x64', True).")

@@ -4,6 +4,12 @@ Each metric module ends with ``SPEC = MetricSpec(...)`` (or ``SPECS = (...)``
 when it defines several); ``registry.py`` collects them. Everything that runs
 a metric by name (the public wrapper, ``score_models``, streaming, the
 benchmark, the tests) reads this one declaration.
+
+A set-level metric (ETran, NCTI) also declares ``SET_SPEC = SetMetricSpec(
+...)``: a weighted sum of min-max normalised per-model *parts*, each part an
+ordinary ``MetricSpec`` with ``part_of`` set. The min-max runs over the
+candidate models of one target set, so a set-level score depends on the whole
+candidate set; the parts do not.
 """
 
 from __future__ import annotations
@@ -85,6 +91,9 @@ class MetricSpec:
     seeded_option: the option ``score_models(seed=...)`` sets, if any.
     streaming: the name of its ``sfda_jax.streaming`` counterpart, if any.
     hint: appended to the non-finite-score message.
+    part_of: the set-level metric this is a raw part of (then it is not in
+      the default metric lists; ``score_models`` scores it when asked by
+      name or for its set-level metric).
   """
   name: str
   order: int
@@ -101,6 +110,7 @@ class MetricSpec:
   seeded_option: str | None = None
   streaming: str | None = None
   hint: str = ""
+  part_of: str | None = None
 
   def __post_init__(self):
     if self.inputs not in INPUT_KINDS:
@@ -122,3 +132,81 @@ class MetricSpec:
     if self.check_options is not None:
       self.check_options(**opts)
     return opts
+
+
+def min_max(values: Any, axis: int = 0) -> np.ndarray:
+  """``(v - min v) / (max v - min v)`` along ``axis`` (the candidate models),
+  and 0 for every model where ``max == min``.
+
+  The references divide by zero there (ETran's tw.py raises
+  ZeroDivisionError; NCTI's NumPy code gives NaN/inf); 0 is this library's
+  documented choice (METRICS.md, "Metrics after SFDA": DEVIATION).
+  """
+  v = np.asarray(values, dtype=np.float64)
+  lo = v.min(axis=axis, keepdims=True)
+  span = v.max(axis=axis, keepdims=True) - lo
+  return np.where(span > 0, (v - lo) / np.where(span > 0, span, 1.0), 0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class SetMetricSpec:
+  """A set-level metric: ``score_m = sum_j weights[j] * min_max(part_j)_m``
+  over the candidate models ``m`` of one target set.
+
+  Attributes:
+    name: the public name (``sfda_jax.<name>(features_by_model, labels)``,
+      a ``score_models`` metric).
+    order: position in :data:`registry.ALL_METRICS`.
+    fn: the public set-level function.
+    parts: registry names of the per-model parts (each a ``MetricSpec`` with
+      ``part_of == name``).
+    weights: one weight per part (a negative weight: lower is better).
+    defaults: the set-level options, each passed to the parts that declare
+      it in their own ``defaults``.
+    hint: appended to failure messages.
+  """
+  name: str
+  order: int
+  fn: Callable[..., dict]
+  parts: tuple[str, ...]
+  weights: tuple[float, ...]
+  defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  hint: str = ""
+
+  def __post_init__(self):
+    if len(self.parts) != len(self.weights) or not self.parts:
+      raise ValueError(f"{self.name}: one weight per part is needed.")
+
+  @property
+  def inputs(self) -> str:
+    """Set-level metrics score features (see ``MetricSpec.inputs``)."""
+    return "features"
+
+  def options(self, **given: Any) -> dict:
+    """The defaults updated with ``given`` (unknown names: TypeError)."""
+    unknown = sorted(set(given) - set(self.defaults))
+    if unknown:
+      raise TypeError(f"{self.name}() got unexpected option(s) {unknown}.")
+    return {**self.defaults, **given}
+
+  def combine(self, parts: Mapping[str, Mapping[str, Any]]) -> dict:
+    """``{model: score}`` from ``{part: {model: value}}``.
+
+    Every part must hold the same models (at least 2). A value may be a
+    scalar or an array (e.g. ``[B]`` resampled values): the min-max runs
+    over the models, element by element.
+    """
+    models = list(parts[self.parts[0]])
+    for part in self.parts:
+      if sorted(parts[part]) != sorted(models):
+        raise ValueError(f"{self.name}: part {part!r} has models "
+                         f"{sorted(parts[part])}, expected {sorted(models)}.")
+    if len(models) < 2:
+      raise ValueError(
+          f"{self.name} is a set-level metric (a min-max over the candidate "
+          f"models) and needs at least 2 models, got {models}.")
+    total = sum(w * min_max(np.stack([np.asarray(parts[p][m], np.float64)
+                                      for m in models]))
+                for p, w in zip(self.parts, self.weights))
+    return {m: (float(total[i]) if np.ndim(total[i]) == 0 else total[i])
+            for i, m in enumerate(models)}

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["draw_per_class", "stratified_indices", "stratified_quotas"]
+__all__ = ["draw_per_class", "fold_assignment", "stratified_indices",
+           "stratified_quotas"]
 
 
 def stratified_quotas(counts: np.ndarray, num_samples: int,
@@ -86,3 +87,20 @@ def stratified_indices(codes: np.ndarray, num_samples: int, seed: int,
   rng = np.random.default_rng(seed)
   quotas = stratified_quotas(np.bincount(codes), num_samples, rng, minimum)
   return draw_per_class(codes, quotas, rng)
+
+
+def fold_assignment(codes: np.ndarray, folds: int, seed: int) -> np.ndarray:
+  """Stratified fold ids ``[N]`` in ``[0, folds)`` (SFDA's cross-fitting).
+
+  For each class in ascending code, its indices are permuted with one
+  ``numpy.random.default_rng(seed)`` (shared across classes, drawn in class
+  order) and the ``j``-th permuted index goes to fold ``j mod folds``, so
+  every fold holds ``floor`` or ``ceil`` of ``n_k / folds`` of each class.
+  """
+  codes = np.asarray(codes)
+  rng = np.random.default_rng(seed)
+  out = np.empty(codes.shape[0], np.int32)
+  for k in np.unique(codes):
+    idx = rng.permutation(np.flatnonzero(codes == k))
+    out[idx] = np.arange(idx.shape[0]) % folds
+  return out

@@ -48,6 +48,7 @@ __all__ = [
     "power_iteration_top_eigenvalue",
     "adaptive_shrinkage",
     "ledoit_wolf_shrinkage",
+    "oas_shrinkage",
     "ledoit_wolf_shrinkage_from_moments",
     "principal_basis",
     "pinv_eigh",
@@ -375,6 +376,25 @@ def ledoit_wolf_shrinkage_from_moments(cov: jax.Array, fourth: jax.Array,
   delta = (delta_ - 2.0 * mu * trace + d * mu * mu) / d
   beta = jnp.minimum(beta, delta)
   return jnp.where(beta == 0, 0.0, beta / jnp.where(delta == 0, 1.0, delta))
+
+
+def oas_shrinkage(cov: jax.Array, n: int | jax.Array) -> jax.Array:
+  """Oracle Approximating Shrinkage intensity (scikit-learn's ``oas`` with
+  ``assume_centered=True``): with ``a = |cov|_F^2 / D^2`` and ``mu =
+  tr(cov) / D``, ``min((a + mu^2) / ((n + 1)(a - mu^2 / D)), 1)``, and 1 when
+  the denominator is 0.
+
+  Args:
+    cov: biased covariance ``[D, D]`` of ``n`` (centred) samples.
+    n: the sample count.
+  """
+  d = cov.shape[0]
+  mu = jnp.trace(cov) / d
+  a = jnp.sum(cov * cov) / (d * d)
+  den = (n + 1.0) * (a - mu * mu / d)
+  return jnp.where(den == 0, 1.0,
+                   jnp.minimum((a + mu * mu) / jnp.where(den == 0, 1.0, den),
+                               1.0))
 
 
 def principal_basis(cov: jax.Array, top: int | None = None
