@@ -23,6 +23,7 @@ from experiments import _cli
 from sfda_jax import backbones
 from sfda_jax import evaluation
 from sfda_jax import ranking
+from sfda_jax.metrics import registry
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "fashion_mnist", "TFDS name, image folder, or "
@@ -38,7 +39,8 @@ flags.DEFINE_string(
     + ". 'auto': offline for fashion_mnist, digits and folders, online "
     "otherwise.")
 flags.DEFINE_list("metrics", [], "Metrics (default: all that apply): "
-                  f"{', '.join(ranking.ALL_METRICS)}.")
+                  f"{', '.join(ranking.ALL_METRICS)}; also the variants "
+                  f"{', '.join(registry.VARIANT_METRICS)}.")
 flags.DEFINE_string("split", "train", "Dataset split.")
 flags.DEFINE_integer("num_examples", 2000, "Class-stratified subset size "
                      "(0 = the whole split); >= 1.5 x the feature dimension "
@@ -69,6 +71,9 @@ flags.DEFINE_integer("resamples", 4, "Paired resamples (80% of the samples "
                      "each) for each score's +- std and the P(above next) "
                      "column; 0: off.",
                      lower_bound=0)
+flags.DEFINE_integer("ensemble", 0, "Also choose this many models for an "
+                     "ensemble by SFDA's selection (score + complementarity "
+                     "in the Fisher space); 0: off.", lower_bound=0)
 flags.DEFINE_bool("priors", True, "Report the data-free priors "
                   "(imagenet_top1, num_params, lodo) beside the metrics.")
 
@@ -81,7 +86,8 @@ def config_from_flags() -> evaluation.RankConfig:
       cache_dir=FLAGS.cache_dir, ground_truth=FLAGS.ground_truth,
       features_dataset=FLAGS.features_dataset, dtype=FLAGS.dtype,
       image_size=FLAGS.image_size, seed=FLAGS.seed,
-      resamples=FLAGS.resamples, priors=FLAGS.priors)
+      resamples=FLAGS.resamples, priors=FLAGS.priors,
+      ensemble=FLAGS.ensemble)
 
 
 def main(argv):

@@ -44,6 +44,9 @@ flags.DEFINE_integer("image_size", None, "Input px (default: the ground "
 flags.DEFINE_string("cache_dir", None, "Feature cache.")
 flags.DEFINE_integer("seed", 0, "Subset, control and resampling seed.",
                      lower_bound=0)
+flags.DEFINE_list("metrics", [], "Metrics to judge (default: every metric "
+                  "that applies); add variants such as sfda_cv5 or "
+                  "logme_corrected by name.")
 flags.DEFINE_string("output", None, "Write the table as JSON here.")
 
 
@@ -53,6 +56,7 @@ def main(argv):
     atomic.check_writable_dir(os.path.dirname(os.path.abspath(FLAGS.output)),
                               "--output directory")
   config = rank_lib.RankConfig(models=FLAGS.models,
+                               metrics=tuple(FLAGS.metrics),
                                num_examples=FLAGS.num_examples,
                                resamples=FLAGS.resamples,
                                image_size=FLAGS.image_size,

@@ -2,9 +2,10 @@
 
 A JAX reimplementation of SFDA (Self-challenging Fisher Discriminant Analysis,
 Shao et al., ECCV 2022) and the established transferability metrics (LogME,
-LEEP, NCE, NLEEP, H-score, regularized H-score, GBC, TransRate, PARC) as pure,
-jittable kernels, plus tools to score a model zoo and compare the ranking with
-fine-tuning accuracy.
+LEEP, NCE, NLEEP, H-score, regularized H-score, GBC, TransRate, PARC), those
+published since (ETran, NCTI, PED, k-NN, INT) and SFDA's ensemble selection,
+as pure, jittable kernels, plus tools to score a model zoo and compare the
+ranking with fine-tuning accuracy.
 
 Example:
   >>> import numpy as np, sfda_jax
@@ -15,10 +16,11 @@ Example:
   True
 """
 
-from sfda_jax.metrics import (SFDAState, confmix, gbc, hscore, leep, logme,
-                              nce, nleep, parc, regularized_hscore, sfda,
-                              sfda_fit, sfda_predict_proba, sfda_transform,
-                              transrate)
+from sfda_jax.metrics import (SFDAState, confmix, etran, etran_parts, gbc,
+                              hscore, inter_class_distance, knn, leep, logme,
+                              ncti, ncti_parts, nce, nleep, parc, ped,
+                              ped_remap, regularized_hscore, sfda, sfda_fit,
+                              sfda_predict_proba, sfda_transform, transrate)
 from sfda_jax import streaming
 from sfda_jax.sharding import sample_mesh, shard_samples
 from sfda_jax.ranking import (ALL_METRICS, FEATURE_METRICS, SOURCE_METRICS,
@@ -45,8 +47,10 @@ def __getattr__(name):
 __all__ = [
     "ALL_METRICS", "EnsembleResult", "FEATURE_METRICS", "SOURCE_METRICS",
     "RankConfig", "RankResult", "ResampleResult", "SFDAState", "ScoreResult",
-    "agreement", "confmix", "gbc", "hscore", "leep", "logme", "nce", "nleep",
-    "parc", "rank_zoo", "regularized_hscore", "resample_scores", "sample_mesh",
+    "agreement", "confmix", "etran", "etran_parts", "gbc", "hscore",
+    "inter_class_distance", "knn", "leep", "logme", "ncti", "ncti_parts",
+    "nce", "nleep", "parc", "ped", "ped_remap", "rank_zoo",
+    "regularized_hscore", "resample_scores", "sample_mesh",
     "score_models", "select_ensemble",
     "sfda", "sfda_fit", "sfda_predict_proba", "sfda_transform", "shard_samples",
     "streaming", "transrate",

@@ -293,15 +293,12 @@ def metric_names(metrics: str | Sequence[str]) -> tuple[str, ...]:
   names = tuple(str(m).strip() for m in metrics)
   if not names or not all(names):
     raise ValueError(f"metrics must name at least one metric (empty names "
-                     f"are not allowed), got {metrics!r}; valid: "
-                     f"{list(ALL_METRICS)}.")
-  unknown = [m for m in names
-             if m not in ALL_METRICS and m not in registry.PART_METRICS]
+                     f"are not allowed), got {metrics!r}; "
+                     f"{registry.valid_names()}.")
+  unknown = [m for m in names if m not in registry.KNOWN_METRICS]
   if unknown:
-    raise ValueError(f"unknown metric(s) {unknown}; valid: {list(ALL_METRICS)}"
-                     + (f" and the set-level parts "
-                        f"{list(registry.PART_METRICS)}"
-                        if registry.PART_METRICS else "") + ".")
+    raise ValueError(f"unknown metric(s) {unknown}; "
+                     f"{registry.valid_names()}.")
   return names
 
 

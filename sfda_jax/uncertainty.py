@@ -219,8 +219,7 @@ def resample_scores(features_by_model: Mapping[str, Any], labels: Any,
   """
   _check_settings(resamples, fraction, replace, seed)
   metrics = ranking.metric_names(metrics)      # "sfda" is one metric
-  wrong = [m for m in metrics if m not in registry.FEATURE_METRICS
-           and m not in registry.PART_METRICS]
+  wrong = [m for m in metrics if registry.get(m).inputs != "features"]
   if wrong:
     raise ValueError(f"resample_scores scores feature metrics; {wrong} "
                      f"is not one of {list(registry.FEATURE_METRICS)}.")

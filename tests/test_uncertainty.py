@@ -5,6 +5,7 @@ import pytest
 
 import sfda_jax
 from sfda_jax import uncertainty
+from sfda_jax.metrics import registry
 
 from conftest import make_features, slow_for
 
@@ -71,18 +72,25 @@ def test_resample_indices():
   assert np.bincount(codes[boot[0]]).tolist() == [50, 30, 20]
 
 
-METRICS = list(sfda_jax.FEATURE_METRICS)
+# Per-model metrics, their variants and the set-level parts (the set-level
+# combination of resamples: tests/test_set_metrics.py). The parts need
+# N >= 200 (ETran) and 64 principal components (NCTI): a larger set.
+METRICS = [m for m in sfda_jax.FEATURE_METRICS
+           if m not in registry.SET_METRICS] + list(registry.VARIANT_METRICS)
+PARTS = list(registry.PART_METRICS)
 
 
-@pytest.mark.parametrize("metric", slow_for(METRICS, {"nleep", "parc",
-                                                      "gbc"}))
+@pytest.mark.parametrize("metric", slow_for(METRICS + PARTS, {
+    "nleep", "parc", "gbc", "sfda_pca32", "sfda_lw", "sfda_oas",
+    "logme_corrected", "ncti_seli", "ncti_vc"}))
 def test_each_resample_is_the_single_call_on_its_rows(x64, metric):
-  x, y = make_features(90, 12, 3, seed=7)
+  x, y = (make_features(300, 70, 3, seed=7) if metric in PARTS
+          else make_features(90, 12, 3, seed=7))
   r = sfda_jax.resample_scores({"m": x}, y, metrics=(metric,), resamples=3,
                                seed=5)
   idx = uncertainty.resample_indices(
       np.unique(y, return_inverse=True)[1], 3, 0.8, seed=5)
-  fn = getattr(sfda_jax, metric)
+  fn = registry.get(metric).fn
   kwargs = {"seed": 5} if metric == "nleep" else {}
   want = [fn(x[i], y[i], **kwargs) for i in idx]
   np.testing.assert_allclose(r.values[metric]["m"], want, rtol=1e-6)

@@ -29,12 +29,14 @@ from absl import logging
 import numpy as np
 
 from sfda_jax import checks
+from sfda_jax import ensemble as ensemble_lib
 from sfda_jax import environment
 from sfda_jax import ranking
 from sfda_jax import report
 from sfda_jax import uncertainty
 from sfda_jax.evaluation import ground_truth as ground_truth_lib
 from sfda_jax.evaluation import priors as priors_lib
+from sfda_jax.metrics import registry
 
 __all__ = ["ZOOS", "RankConfig", "RankResult", "model_names", "rank_zoo",
            "rejudge"]
@@ -114,6 +116,8 @@ class RankConfig:
     seed: seed of the subset, random controls, NLEEP and the resamples.
     resamples: ``B`` paired resamples of 80% of the samples for score
       uncertainty (:func:`sfda_jax.resample_scores`); 0: none.
+    ensemble: ``k >= 2``: also choose ``k`` models for an ensemble by SFDA's
+      selection (:func:`sfda_jax.select_ensemble`); 0: off.
     priors: also score the data-free priors (ImageNet top-1, parameter
       count, leave-one-dataset-out where the ground truth has other
       datasets) and report their agreement beside the metrics'.
@@ -133,6 +137,7 @@ class RankConfig:
   seed: int = 0
   resamples: int = 4
   priors: bool = True
+  ensemble: int = 0
 
   def validate(self) -> None:
     """Raises ValueError for an unknown metric, a batch size or subset
@@ -150,10 +155,13 @@ class RankConfig:
     if self.num_examples != 0:
       checks.positive_int(self.num_examples, "num_examples",
                           none_means="the whole split")
-    unknown = [m for m in self.metrics if m not in ranking.ALL_METRICS]
-    if unknown:
-      raise ValueError(f"unknown metric(s) {unknown}; valid: "
-                       f"{', '.join(ranking.ALL_METRICS)}")
+    if self.metrics:
+      ranking.metric_names(self.metrics)      # unknown names: ValueError
+    if self.ensemble != 0 and (isinstance(self.ensemble, bool) or
+                               not isinstance(self.ensemble, int) or
+                               self.ensemble < 2):
+      raise ValueError(f"ensemble must be 0 (off) or an int >= 2 (the "
+                       f"ensemble size), got {self.ensemble!r}.")
 
 
 @dataclasses.dataclass
@@ -181,6 +189,8 @@ class RankResult:
     paths: the files :meth:`write` wrote.
     ground_truth_note: what is wrong with the ground truth's per-seed
       accuracies (models lacking seeds), or None.
+    ensemble: the :class:`sfda_jax.EnsembleResult` of ``config.ensemble``,
+      or None; ``ensemble_error`` says why it could not be chosen.
   """
   dataset: str
   split: str
@@ -202,6 +212,8 @@ class RankResult:
       default_factory=dict)
   paths: list[str] = dataclasses.field(default_factory=list)
   ground_truth_note: str | None = None
+  ensemble: ensemble_lib.EnsembleResult | None = None
+  ensemble_error: str | None = None
 
   @property
   def num_failed(self) -> int:
@@ -248,7 +260,23 @@ class RankResult:
     advice = self.recommendation()
     if advice:
       parts.append(advice + "\n")
+    if self.ensemble is not None or self.ensemble_error:
+      parts.append(self.ensemble_text() + "\n")
     return "\n".join(parts)
+
+  def ensemble_text(self) -> str:
+    """The chosen ensemble, step by step (or why there is none)."""
+    if self.ensemble is None:
+      return f"ensemble: not chosen ({self.ensemble_error})"
+    e = self.ensemble
+    lines = [f"ensemble of {len(e.models)} (SFDA selection: r = {e.r:g} x "
+             f"min-max SFDA + {1 - e.r:g} x min-max complementarity in the "
+             "Fisher space)"]
+    for i, (m, step, com) in enumerate(zip(e.models, e.step_scores,
+                                           e.complementarity)):
+      lines.append(f"  {i + 1}. {m:<28} sfda {e.sfda[m]:.4f}  criterion "
+                   f"{step:.3f}  T_com {com:.3f}")
+    return "\n".join(lines)
 
   def recommendation(self) -> str:
     """Which model to pick, by which metrics, how resolved, and how far
@@ -354,6 +382,12 @@ class RankResult:
             "agreement": self.prior_agreement or None}),
         "timings": self.timings, "versions": self.versions,
         "recommendation": self.recommendation() or None,
+        "ensemble": (None if self.ensemble is None else {
+            "models": list(self.ensemble.models),
+            "step_scores": list(self.ensemble.step_scores),
+            "complementarity": list(self.ensemble.complementarity),
+            "r": self.ensemble.r}),
+        "ensemble_error": self.ensemble_error,
     }
 
   def write(self, output_dir: str) -> list[str]:
@@ -440,6 +474,9 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
       if res.source_logits is not None:
         source_probs[name] = res.source_probs
       timings[f"extract/{name}"] = res.seconds
+  if config.ensemble and config.ensemble > len(feats):
+    raise ValueError(f"ensemble={config.ensemble} asks for more models than "
+                     f"the {len(feats)} ranked ({sorted(feats)}).")
   metrics = list(config.metrics) or [
       m for m in ranking.ALL_METRICS
       if m in ranking.FEATURE_METRICS or source_probs]
@@ -453,7 +490,8 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
   timings["scoring"] = time.perf_counter() - t0
   scores = scored.table()                       # None for a failed cell
   resampling = None
-  resampled = [m for m in metrics if m in ranking.FEATURE_METRICS]
+  resampled = [m for m in metrics
+               if registry.get(m).inputs == "features"]
   if config.resamples and resampled:
     t0 = time.perf_counter()
     import tqdm  # pylint: disable=g-import-not-at-top
@@ -466,6 +504,15 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
           progress=lambda m, n: (bar.set_postfix_str(f"{m} / {n}"),
                                  bar.update()))
     timings["resampling"] = time.perf_counter() - t0
+  chosen, ensemble_error = None, None
+  if config.ensemble:
+    t0 = time.perf_counter()
+    try:
+      chosen = ensemble_lib.select_ensemble(feats, labels, config.ensemble)
+    except ValueError as e:              # e.g. a model SFDA cannot score
+      ensemble_error = ranking._one_line(e)  # pylint: disable=protected-access
+      logging.warning("no ensemble chosen: %s", ensemble_error)
+    timings["ensemble"] = time.perf_counter() - t0
   judged = _judge(scores, resampling, sorted(feats), gt_file, dataset_name,
                   accuracies, config.priors)
   timings["total"] = time.perf_counter() - start
@@ -474,7 +521,8 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
       models=sorted(feats), scores=scores, failures=scored.failures,
       num_scored=scored.num_scored,
       timings=timings, versions=environment.record(("flax",)),
-      image_size=size, resampling=resampling, **judged)
+      image_size=size, resampling=resampling, ensemble=chosen,
+      ensemble_error=ensemble_error, **judged)
   if output_dir is not None:
     result.write(output_dir)
   return result

@@ -358,3 +358,5 @@ SPEC = _spec.MetricSpec(
     name="logme", order=10, fn=logme, inputs="features", core=logme_core,
     prepare=_prepare, check_options=_check_options,
     defaults={"corrected": False}, streaming="logme")
+
+SPECS = (SPEC, SPEC.variant("logme_corrected", 11, corrected=True))

@@ -476,6 +476,11 @@ def _fold_ids(enc, folds, seed) -> tuple[np.ndarray, int]:
           f"fold {f} holds every sample of class {name!r}, so its training "
           "part has none; each class needs samples outside every fold "
           "(at least 2 per class, spread over the folds).")
+    if np.all(counts - held < 2):
+      raise ValueError(
+          f"the training part of fold {f} has a single sample of every "
+          "class, so its within-class scatter is zero and no Fisher fit "
+          "exists; use fewer folds or more samples per class.")
   return ids.astype(np.int32), num
 
 
@@ -504,3 +509,13 @@ SPEC = _spec.MetricSpec(
     streaming="sfda",
     hint="The within-class scatter may be numerically singular; try "
     "jax.config.update('jax_enable_x64', True).")
+
+#: Named presets of the remedies (``score_models(metrics=("sfda_cv5",))``,
+#: ``experiments.rank --metrics=...``); the benchmark judges them.
+VARIANTS = (
+    SPEC.variant("sfda_pca32", 1, pca_dim=32),
+    SPEC.variant("sfda_lw", 2, shrinkage="lw"),
+    SPEC.variant("sfda_oas", 3, shrinkage="oas"),
+    SPEC.variant("sfda_cv5", 4, folds=5),
+)
+SPECS = (SPEC,) + VARIANTS

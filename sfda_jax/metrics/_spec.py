@@ -15,6 +15,7 @@ candidate set; the parts do not.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
@@ -94,6 +95,9 @@ class MetricSpec:
     part_of: the set-level metric this is a raw part of (then it is not in
       the default metric lists; ``score_models`` scores it when asked by
       name or for its set-level metric).
+    variant_of: the metric this is a named option preset of (``sfda_lw`` is
+      ``sfda`` with ``shrinkage="lw"``); like parts, variants are scored
+      when named and left out of the default lists.
   """
   name: str
   order: int
@@ -111,12 +115,25 @@ class MetricSpec:
   streaming: str | None = None
   hint: str = ""
   part_of: str | None = None
+  variant_of: str | None = None
 
   def __post_init__(self):
     if self.inputs not in INPUT_KINDS:
       raise ValueError(f"{self.name}: inputs must be one of {INPUT_KINDS}.")
     if self.placement not in PLACEMENTS:
       raise ValueError(f"{self.name}: placement must be one of {PLACEMENTS}.")
+
+  def variant(self, name: str, order: int, **options: Any) -> "MetricSpec":
+    """A named preset of this metric: the same kernel, ``options`` as its
+    defaults, no streaming counterpart."""
+    unknown = sorted(set(options) - set(self.defaults))
+    if unknown:
+      raise ValueError(f"{self.name} has no option(s) {unknown}.")
+    fn = functools.partial(self.fn, **options)
+    functools.update_wrapper(fn, self.fn)
+    return dataclasses.replace(self, name=name, order=order, fn=fn,
+                               defaults={**self.defaults, **options},
+                               streaming=None, variant_of=self.name)
 
   @property
   def batched(self) -> bool:

@@ -8,7 +8,8 @@ list of counterparts and the benchmark.
 
 Set-level metrics (``SET_SPEC = SetMetricSpec(...)``: ETran, NCTI) are in
 ``SET_REGISTRY``; their per-model parts are ordinary entries of ``REGISTRY``
-(``spec.part_of`` set) that the default lists leave out. ``ALL_METRICS`` and
+(``spec.part_of`` set) that the default lists leave out, as are named
+option presets (``spec.variant_of`` set: ``sfda_lw``, ``logme_corrected``...). ``ALL_METRICS`` and
 ``FEATURE_METRICS`` hold the set-level names, not their parts;
 :func:`expand` turns a list of names into the per-model metrics to score.
 
@@ -31,6 +32,7 @@ from sfda_jax.metrics._spec import (INPUT_KINDS, PLACEMENTS, MetricSpec,
 __all__ = ["MetricSpec", "SetMetricSpec", "Prepared", "INPUT_KINDS",
            "PLACEMENTS", "REGISTRY", "SET_REGISTRY", "ALL_METRICS",
            "FEATURE_METRICS", "SOURCE_METRICS", "SET_METRICS", "PART_METRICS",
+           "VARIANT_METRICS", "KNOWN_METRICS",
            "STREAMING_METRICS", "get", "expand"]
 
 _NOT_METRICS = ("_spec", "_runner", "_validation")
@@ -68,7 +70,7 @@ def _collect() -> tuple[dict[str, MetricSpec], dict[str, SetMetricSpec]]:
 #: ``{name: SetMetricSpec}`` of the set-level metrics.
 REGISTRY, SET_REGISTRY = _collect()
 _LISTED = sorted(
-    [s for s in REGISTRY.values() if s.part_of is None]
+    [s for s in REGISTRY.values() if s.part_of is None and s.variant_of is None]
     + list(SET_REGISTRY.values()), key=lambda s: (s.order, s.name))
 #: Every metric ``score_models`` scores by default: per-model metrics and
 #: set-level ones (not the set-level metrics' parts).
@@ -81,6 +83,10 @@ SOURCE_METRICS = tuple(s.name for s in _LISTED if s.inputs != "features")
 SET_METRICS = tuple(SET_REGISTRY)
 #: The per-model parts of the set-level metrics (scored when named).
 PART_METRICS = tuple(n for n, s in REGISTRY.items() if s.part_of)
+#: Named option presets of other metrics (``sfda_lw``...; scored when named).
+VARIANT_METRICS = tuple(n for n, s in REGISTRY.items() if s.variant_of)
+#: Every name ``score_models`` accepts.
+KNOWN_METRICS = ALL_METRICS + PART_METRICS + VARIANT_METRICS
 #: Metrics with a ``sfda_jax.streaming`` counterpart.
 STREAMING_METRICS = tuple(n for n, s in REGISTRY.items() if s.streaming)
 
@@ -92,9 +98,17 @@ def get(name: str) -> MetricSpec | SetMetricSpec:
     return REGISTRY[name]
   if name in SET_REGISTRY:
     return SET_REGISTRY[name]
-  raise ValueError(f"unknown metric {name!r}; valid: {list(ALL_METRICS)}"
-                   + (f" and the parts {list(PART_METRICS)}"
-                      if PART_METRICS else "") + ".")
+  raise ValueError(f"unknown metric {name!r}; {valid_names()}.")
+
+
+def valid_names() -> str:
+  """"valid: [...]" naming every accepted metric name, by kind."""
+  text = f"valid: {list(ALL_METRICS)}"
+  if VARIANT_METRICS:
+    text += f", the variants {list(VARIANT_METRICS)}"
+  if PART_METRICS:
+    text += f" and the set-level parts {list(PART_METRICS)}"
+  return text
 
 
 def expand(names) -> tuple[str, ...]:

@@ -36,6 +36,7 @@ def test_logme_reports_the_iteration_cap():
 
 
 _X, _Y = make_features(60, 6, 3, seed=2)
+_X_PARTS, _Y_PARTS = make_features(240, 70, 3, seed=2)
 
 
 class CoreJitTest(chex.TestCase, parameterized.TestCase):
@@ -46,15 +47,17 @@ class CoreJitTest(chex.TestCase, parameterized.TestCase):
                               if s.inputs == "features" and s.batched])
   def test_core(self, metric):
     spec = registry.REGISTRY[metric]
-    enc = _validation.encode_labels(_Y)
+    # Set-level parts need N >= 200 (ETran) and 64 components (NCTI).
+    x_in, y_in = (_X_PARTS, _Y_PARTS) if spec.part_of else (_X, _Y)
+    enc = _validation.encode_labels(y_in)
     p = spec.prepare(enc, **spec.defaults)
-    x = jnp.asarray(_X, jnp.float32)
+    x = jnp.asarray(x_in, jnp.float32)
     if p.rows is not None:
       x = x[jnp.asarray(p.rows)]
     args = [jnp.asarray(a) for a in p.args]
     core = self.variant(functools.partial(spec.core, **p.static))
     got = float(core(x, *args))
-    want = spec.fn(_X.astype(np.float32), _Y)
+    want = spec.fn(x_in.astype(np.float32), y_in)
     assert got == pytest.approx(want, rel=1e-4, abs=1e-6)
 
 

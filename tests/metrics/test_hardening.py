@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 import sfda_jax
+from sfda_jax.metrics import registry
 from conftest import make_features
 
 METRICS = ["sfda", "logme", "nleep", "hscore", "regularized_hscore", "gbc",
-           "transrate", "parc", "leep", "nce"]
-SCALE_INVARIANT = {"hscore", "regularized_hscore", "gbc", "parc"}
+           "transrate", "parc", "leep", "nce", "knn", "inter_class_distance",
+           "ped", "sfda_cv5", "sfda_lw", "sfda_pca32", "logme_corrected"]
+SCALE_INVARIANT = {"hscore", "regularized_hscore", "gbc", "parc", "knn"}
 SOURCE = {"leep", "nce"}       # scored from the source model's outputs
 
 
@@ -61,7 +63,7 @@ def score(metric, x, y):
     x = _to_probs(x)
   elif metric == "nce":
     x = _to_hard(x)
-  return getattr(sfda_jax, metric)(x, y)
+  return registry.get(metric).fn(x, y)
 
 
 _CACHE = {}
@@ -103,7 +105,8 @@ CASES = {
     "fewer_samples_than_dims": (
         lambda x, y: (rng.normal(size=(12, 30)).astype(np.float32),
                       np.repeat([0, 1, 2], 4)),
-        {"*": "finite", "nleep": "mixture components"}),
+        {"*": "finite", "nleep": "mixture components",
+         "knn": "must be at most N - 1"}),
     "one_sample_per_class": (lambda x, y: (x[:4], np.arange(4)),
                              "at least 2 samples"),
     "a_single_sample_class": (
@@ -113,7 +116,8 @@ CASES = {
     "thousand_classes": (
         lambda x, y: (rng.normal(size=(2000, 8)).astype(np.float32),
                       np.repeat(np.arange(1000), 2)),
-        {"*": "finite", "nleep": "mixture components"}),
+        {"*": "finite", "nleep": "mixture components",
+         "sfda_cv5": "single sample of every class"}),
     "huge_magnitude": (lambda x, y: (x * np.float32(1e30), y),
                        {"*": "too large", **{m: "base" for m in
                                              SCALE_INVARIANT},
@@ -133,9 +137,11 @@ CASES = {
     "negative_noncontiguous_label_ids": (
         lambda x, y: (x, np.array([-1000, -3, 7, 500])[
             np.unique(y, return_inverse=True)[1]]), "base"),
-    "order_reversing_renaming": (lambda x, y: (x, -7 * y + 3), "base"),
+    # Drawn folds follow the sorted class ids: another order, other folds.
+    "order_reversing_renaming": (lambda x, y: (x, -7 * y + 3),
+                                 {"*": "base", "sfda_cv5": "finite"}),
     "string_labels": (lambda x, y: (x, np.array([f"c{v:+d}" for v in y])),
-                      "base"),
+                      {"*": "base", "sfda_cv5": "finite"}),
     "nan_label": (lambda x, y: (x, np.where(np.arange(len(y)) == 2, np.nan,
                                             y.astype(float))), "NaN or Inf"),
     "length_mismatch": (lambda x, y: (x, y[:-1]), {
@@ -188,7 +194,10 @@ from sfda_jax.metrics import registry  # noqa: E402
 
 # NCE is left out: score_models derives its hard source labels from source
 # probabilities (argmax), so the two entries do not take the same input.
-ONE_PATH_METRICS = [m for m in registry.ALL_METRICS if m != "nce"]
+# Set-level metrics need several models (their own battery:
+# tests/metrics/test_etran_ncti.py).
+ONE_PATH_METRICS = [m for m in registry.ALL_METRICS if m != "nce"
+                    and m not in registry.SET_METRICS]
 
 
 def _outcome(fn):

@@ -10,10 +10,12 @@ from sfda_jax.baselines import numpy_reference as reference
 import sfda_jax
 from sfda_jax import metrics
 from sfda_jax.metrics import _runner
+from sfda_jax.metrics import registry
 from conftest import make_features, slow_for
 
 FEATURE_METRICS = ["sfda", "logme", "nleep", "hscore", "regularized_hscore",
-                   "gbc", "transrate", "parc"]
+                   "gbc", "transrate", "parc", "knn", "inter_class_distance",
+                   "ped"]
 
 
 def _metric(name):
@@ -209,11 +211,14 @@ def test_score_models_matches_single_calls(x64):
   theta = {"a": rng.dirichlet(np.ones(6), size=90),
            "c": rng.dirichlet(np.ones(3), size=90)}
   # NLEEP is a per-model loop over nleep(); it is checked in float32 below.
-  metrics_ = [m for m in sfda_jax.ALL_METRICS if m != "nleep"]
+  # Set-level metrics (ETran, NCTI) need N >= 200 / 64 components; their
+  # score_models path is checked in tests/metrics/test_etran_ncti.py.
+  metrics_ = [m for m in sfda_jax.ALL_METRICS
+              if m != "nleep" and m not in registry.SET_METRICS]
   table = sfda_jax.score_models(feats, y, metrics=metrics_,
                                 source_probs_by_model=theta)
   assert list(table) == metrics_
-  for metric in metrics_[:-2]:
+  for metric in [m for m in metrics_ if m not in sfda_jax.SOURCE_METRICS]:
     assert set(table[metric]) == {"a", "b", "c"}
     for model, f in feats.items():
       assert table[metric][model] == pytest.approx(
@@ -232,8 +237,11 @@ def test_score_models_nleep_uses_the_seed(data):
 
 def test_score_models_reports_bad_models(data):
   x, y = data
+  per_model = [m for m in sfda_jax.FEATURE_METRICS
+               if m not in registry.SET_METRICS]
   with pytest.raises(ValueError, match="model 'b'"):
-    sfda_jax.score_models({"a": x, "b": np.full_like(x, np.nan)}, y)
+    sfda_jax.score_models({"a": x, "b": np.full_like(x, np.nan)}, y,
+                          metrics=per_model)
   with pytest.raises(ValueError, match="without features"):
     sfda_jax.score_models({"a": x}, y, metrics=("leep",),
                           source_probs_by_model={"z": np.eye(4)[y % 4]})

@@ -13,13 +13,46 @@ from conftest import make_features
 
 
 def test_public_lists_derive_from_the_registry():
-  assert sfda_jax.ALL_METRICS == tuple(registry.REGISTRY)
-  assert sfda_jax.FEATURE_METRICS + sfda_jax.SOURCE_METRICS == \
-      sfda_jax.ALL_METRICS
+  listed = [n for n, s in registry.REGISTRY.items()
+            if s.part_of is None and s.variant_of is None]
+  assert set(sfda_jax.ALL_METRICS) == set(listed) | set(registry.SET_METRICS)
+  assert set(sfda_jax.FEATURE_METRICS) | set(sfda_jax.SOURCE_METRICS) == \
+      set(sfda_jax.ALL_METRICS)
   assert sfda_jax.SOURCE_METRICS == ("leep", "nce")
+  assert registry.SET_METRICS == ("etran", "ncti")
   for name, spec in registry.REGISTRY.items():
     assert spec.name == name
+    if name in listed:
+      assert getattr(sfda_jax, name) is spec.fn
+  for name, spec in registry.SET_REGISTRY.items():
     assert getattr(sfda_jax, name) is spec.fn
+    assert all(registry.REGISTRY[p].part_of == name for p in spec.parts)
+  for name in registry.VARIANT_METRICS:
+    spec = registry.REGISTRY[name]
+    base = registry.REGISTRY[spec.variant_of]
+    assert spec.core is base.core and spec.streaming is None
+    assert set(spec.defaults) == set(base.defaults) != {}
+
+
+def test_variants_are_their_base_metric_with_options():
+  x, y = make_features(200, 10, 4, seed=3)
+  r = sfda_jax.score_models({"m": x}, y, metrics=(
+      "sfda_lw", "sfda_pca32", "sfda_cv5", "logme_corrected"))
+  assert r["sfda_lw"]["m"] == pytest.approx(sfda_jax.sfda(x, y,
+                                                          shrinkage="lw"))
+  assert r["sfda_pca32"]["m"] == pytest.approx(sfda_jax.sfda(x, y,
+                                                             pca_dim=32))
+  assert r["sfda_cv5"]["m"] == pytest.approx(sfda_jax.sfda(x, y, folds=5))
+  assert r["logme_corrected"]["m"] == pytest.approx(
+      sfda_jax.logme(x, y, corrected=True))
+  assert registry.get("sfda_oas").fn(x, y) == pytest.approx(
+      sfda_jax.sfda(x, y, shrinkage="oas"))
+
+
+def test_expand_replaces_set_metrics_by_their_parts():
+  assert registry.expand(("sfda", "etran", "etran_lda", "ncti")) == (
+      "sfda", "etran_energy", "etran_lda", "ncti_ncc", "ncti_seli",
+      "ncti_vc")
 
 
 def test_unknown_option_and_unknown_metric():
