@@ -57,6 +57,7 @@ end (``complete`` true).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -81,6 +82,9 @@ import sfda_jax
 from sfda_jax import atomic
 from sfda_jax import environment
 from sfda_jax.baselines import numpy_reference
+from sfda_jax.baselines import numpy_reference_knn
+from sfda_jax.baselines import numpy_reference_lda
+from sfda_jax.baselines import numpy_reference_ped
 from sfda_jax.baselines import torch_reference
 from sfda_jax.metrics import registry
 
@@ -100,7 +104,8 @@ flags.DEFINE_list("extract_models", ["efficientnet_lite0"],
 flags.DEFINE_integer("batch_size", 32, "Images per batch (extraction).")
 flags.DEFINE_integer("extract_batches", 5, "Timed batches per implementation.")
 flags.DEFINE_list("metrics", ["sfda", "logme", "nleep"],
-                  "Metrics to time (any of sfda_jax.ALL_METRICS; the torch "
+                  "Metrics to time (any per-model metric, variant or set-level part of the "
+                  "registry; the torch "
                   "baseline and the roofline exist for sfda/logme and sfda).")
 flags.DEFINE_list("impls", ["sfda_jax", "torch", "numpy", "roofline"],
                   "Implementations to time; 'numpy' is the NumPy/scikit-learn "
@@ -200,10 +205,13 @@ def _grid(prefix: str, n, d, c, min_per_class: int):
 def config_from_flags(flag_values=FLAGS) -> Config:
   """Builds a :class:`Config` from the flags; ValueError on bad values."""
   f = flag_values
-  unknown = [m for m in f.metrics if m not in sfda_jax.ALL_METRICS]
+  timed = [m for m in registry.KNOWN_METRICS if m in registry.REGISTRY]
+  unknown = [m for m in f.metrics if m not in timed]
   if unknown:
-    raise ValueError(f"unknown metric {unknown[0]!r}; valid: "
-                     f"{list(sfda_jax.ALL_METRICS)}")
+    extra = (" (set-level metrics are timed by their parts: "
+             f"{list(registry.expand(unknown))})"
+             if set(unknown) & set(registry.SET_METRICS) else "")
+    raise ValueError(f"unknown metric {unknown[0]!r}; valid: {timed}{extra}")
   if not f.metrics:
     raise ValueError("--metrics is empty.")
   bad = [i for i in f.impls if i not in IMPLS]
@@ -386,9 +394,33 @@ def _numpy(metric: str, x, y, theta, z, seed):
     return lambda: numpy_reference.nce(z, y)
   if metric == "nleep":
     return lambda: numpy_reference.nleep_sklearn(x, y, seed=seed)
+  spec = registry.REGISTRY[metric]
+  if spec.variant_of:           # the reference with the preset's options
+    base = registry.REGISTRY[spec.variant_of]
+    options = {k: v for k, v in spec.defaults.items()
+               if v != base.defaults[k]}
+    ref = (numpy_reference.sfda_score if spec.variant_of == "sfda"
+           else getattr(numpy_reference, spec.variant_of))
+    return lambda: ref(x, y, **options)
+  if metric in _POST_SFDA_REFERENCES:
+    return functools.partial(_POST_SFDA_REFERENCES[metric], x, y)
   ref = numpy_reference.sfda_score if metric == "sfda" else getattr(
       numpy_reference, metric)
   return lambda: ref(x, y)
+
+
+#: The NumPy formulations of the metrics published since SFDA (the float64
+#: references of ``sfda_jax.baselines``, written from the official code).
+_POST_SFDA_REFERENCES = {
+    "knn": numpy_reference_knn.knn,
+    "inter_class_distance": numpy_reference_knn.inter_class_distance,
+    "ped": numpy_reference_ped.ped,
+    "etran_energy": numpy_reference_lda.etran_energy,
+    "etran_lda": numpy_reference_lda.etran_lda,
+    "ncti_seli": lambda x, y: numpy_reference_lda.ncti_parts(x, y)["seli"],
+    "ncti_ncc": lambda x, y: numpy_reference_lda.ncti_parts(x, y)["ncc"],
+    "ncti_vc": lambda x, y: numpy_reference_lda.ncti_parts(x, y)["vc"],
+}
 
 
 def _torch_fn(metric: str, xt, y, device, dtype):

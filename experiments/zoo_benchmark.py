@@ -2,6 +2,7 @@ r"""Issue 12's benchmark table: every metric and prior vs each ground truth.
 
   python -m experiments.zoo_benchmark                     # bench zoo, both targets
   python -m experiments.zoo_benchmark --targets=digits --kinds=linear_probe
+  python -m experiments.zoo_benchmark --metrics=sfda,sfda_cv5,logme,logme_corrected
 
 For each target (``fashion_mnist``, ``digits``) and each ground truth
 (``finetune``, ``linear_probe``) found as ``{target}_{kind}.json`` in

@@ -3,7 +3,7 @@
 "## k-NN estimator (Sorkhei et al., arXiv 2503.18528, TMLR 2025)" and "## INT - pairwise normalised
 inter-class distance (Singh, Hess & Vanschoren, arXiv 2502.06925)". Per-sample and per-class-pair Python
 loops, no chunking and no numerical tricks, so that each line can be read against the contract. Nothing here
-imports the rest of ``sfda_jax``.
+imports the rest of ``sfda_jax`` but the helpers of its sibling ``numpy_reference``.
 
 Conventions (as in ``numpy_reference``): inputs are cast to float64 copies (the callers' arrays are never
 modified); labels may be any integers and are remapped to 0..K-1 in sorted order of their unique values.
@@ -11,16 +11,11 @@ modified); labels may be any integers and are remapped to 0..K-1 in sorted order
 
 import numpy as np
 
-
-def _remap(y):
-    """Return (labels remapped to 0..K-1 in sorted order of the unique values, K)."""
-    classes, y_idx = np.unique(np.asarray(y).ravel(), return_inverse=True)
-    return y_idx.ravel(), len(classes)
+from sfda_jax.baselines.numpy_reference import _as_f64, _remap
 
 
-def _as_f64(X):
-    """A float64 2-D copy of X (never a view of the caller's array)."""
-    return np.array(X, dtype=np.float64, copy=True)
+
+
 
 
 def _l2_normalise(X):

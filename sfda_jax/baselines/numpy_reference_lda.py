@@ -3,7 +3,7 @@
 Written plainly from METRICS.md ("Metrics after SFDA (2023-2025)": "ETran - energy + LDA" and "NCTI -
 neural-collapse transferability"), unoptimised (per-class Python loops, direct SVDs) so that they are easy to
 check by reading. They are used by the tests to check the JAX implementations; nothing here imports the rest of
-``sfda_jax``.
+``sfda_jax`` but the helpers of its sibling ``numpy_reference``.
 
 Conventions (as ``numpy_reference.py``):
   * inputs are cast to float64 copies (callers' arrays are never modified);
@@ -16,27 +16,17 @@ import numpy as np
 import scipy.linalg
 import scipy.special
 
+from sfda_jax.baselines.numpy_reference import _as_f64, _remap, _softmax
+
 
 # ----------------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------------
 
-def _remap(y):
-    """Return (labels remapped to 0..K-1 in sorted order of the unique values, K)."""
-    classes, y_idx = np.unique(np.asarray(y).ravel(), return_inverse=True)
-    return y_idx.ravel(), len(classes)
 
 
-def _as_f64(X):
-    """A float64 2-D copy of X."""
-    return np.array(X, dtype=np.float64, copy=True)
 
 
-def _softmax(S):
-    """Row-wise numerically stable softmax."""
-    S = S - S.max(axis=1, keepdims=True)
-    E = np.exp(S)
-    return E / E.sum(axis=1, keepdims=True)
 
 
 def _cov(X):

@@ -90,7 +90,8 @@ class RankConfig:
       ``*_feature.npy`` / ``*_label.npy``.
     models: backbone names (``name@random``: a randomly initialised control),
       a comma-separated string, a zoo name (:data:`ZOOS`) or ``auto``.
-    metrics: metric names (empty: every metric that applies).
+    metrics: metric names (empty: every metric that applies), variants
+      (``sfda_cv5``...) and set-level parts included.
     split: dataset split.
     num_examples: class-stratified subset size (0 or None: the whole split).
       The default, 2000, is >= 1.5 x the 1280-d features of the offline zoo:

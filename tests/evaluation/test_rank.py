@@ -586,3 +586,24 @@ def test_recommendation_with_tied_votes_names_no_pick():
   assert rank_lib.RankResult.recommendation(result).splitlines() == [
       "recommendation", "  no clear pick: a is ranked first by m1; b is "
       "ranked first by m2 (1 of 2 metrics each)"]
+
+
+def test_rank_chooses_an_ensemble_and_variants_by_name(features_dir, tmp_path):
+  d, gt = features_dir
+  result, out = rank(tmp_path, dataset=str(d), ground_truth=str(gt),
+                     metrics=("sfda", "sfda_cv5", "logme_corrected"),
+                     resamples=2, ensemble=2)
+  assert set(result.scores) == {"sfda", "sfda_cv5", "logme_corrected"}
+  assert set(result.resampling.values) == set(result.scores)
+  _, feats, labels = report.load_features_dir(str(d))
+  direct = sfda_jax.select_ensemble(feats, labels, k=2)
+  assert result.ensemble.models == direct.models
+  text = result.tables()
+  assert "ensemble of 2 (SFDA selection" in text
+  assert f"1. {direct.models[0]}" in text
+  payload = json.loads((out / "results.json").read_text())
+  assert payload["ensemble"]["models"] == list(direct.models)
+  with pytest.raises(ValueError, match="ensemble must be 0"):
+    rank(tmp_path, dataset=str(d), ensemble=1)
+  with pytest.raises(ValueError, match="more models than"):
+    rank(tmp_path, dataset=str(d), ensemble=4)

@@ -36,8 +36,10 @@ N_GLOBAL, C_GLOBAL = 800, 4
 
 # Data-parallel metrics (from the registry): each public wrapper calls its
 # jitted core through metrics/_runner.py (``_runner.jitted``).
+# Variants share their base metric's kernel and are left out.
 KERNELS = [name for name, spec in registry.REGISTRY.items()
-           if spec.placement == "data_parallel" and spec.prepare is not None]
+           if spec.placement == "data_parallel" and spec.prepare is not None
+           and spec.variant_of is None]
 
 
 def collectives(hlo_text):
@@ -104,7 +106,7 @@ def metric_checks(out):
   inputs["parc"] = (xg, xgs, yg)
   results = {}
   for metric, (host, sharded, labels) in inputs.items():
-    fn = getattr(sfda_jax, metric)
+    fn = registry.get(metric).fn
     single = fn(host, labels)
     calls.clear()
     gathered.clear()
