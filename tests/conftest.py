@@ -139,3 +139,27 @@ def slow_for(values, slow):
   return [pytest.param(v, id=str(v),
                        marks=pytest.mark.slow if v in slow else ())
           for v in values]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+  """Drops JAX's in-memory compiled programs after each test module.
+
+  A test worker compiles thousands of programs over the whole suite; each
+  keeps memory mappings, and with the metrics of issue 13 one long-lived
+  worker crossed the kernel's per-process mapping limit (vm.max_map_count
+  = 65530 here): LLVM failed with "Cannot allocate memory" and the worker
+  segfaulted. Programs still needed are reloaded from the persistent cache
+  (``.jax_cache``), so this costs little time.
+  """
+  yield
+  jax.clear_caches()
+  for fn in (_lru_cached()):
+    fn.cache_clear()
+
+
+def _lru_cached():
+  """The package's memoised jit wrappers (they hold compiled programs)."""
+  from sfda_jax import ranking, uncertainty  # pylint: disable=import-outside-toplevel
+  from sfda_jax.metrics import _runner  # pylint: disable=import-outside-toplevel
+  return (_runner.jitted, ranking._batched_fn, uncertainty._resampled_fn)
