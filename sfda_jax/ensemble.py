@@ -205,7 +205,7 @@ def select_ensemble(features_by_model: Mapping[str, Any], labels: Any, k: int,
     ('a_copy', 'b')
   """
   names = _check(features_by_model, k, r, space, block_norm)
-  ranking.checked_features(features_by_model, labels)   # shapes, labels
+  # score_models checks shapes and labels (ranking.checked_features) first.
   t = ranking.score_models(features_by_model, labels, metrics=("sfda",))
   t = t["sfda"]
   blocks = fisher_blocks(features_by_model, labels, space, block_norm)

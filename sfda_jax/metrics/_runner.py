@@ -131,16 +131,30 @@ def part_options(part: MetricSpec, options: dict) -> dict:
   return {k: v for k, v in options.items() if k in part.defaults}
 
 
+def _checked_parts(specs, features: Any, labels: Any, options: dict
+                   ) -> list[tuple[MetricSpec, jax.Array, Any, dict]]:
+  """One model's inputs checked once (structure, finite values, labels, one
+  value summary), then each part's own checks (``check_cell``): ``[(spec, x
+  scaled for that part, encoded labels, the part's options)]``."""
+  x = _validation.check_features(features)
+  enc = _validation.encode_labels(labels, x.shape[0])
+  summary = _validation.feature_value_summary(x)
+  out = []
+  for spec in specs:
+    opts = spec.options(**part_options(spec, options))
+    scale = check_cell(spec, x, enc, summary, opts)
+    out.append((spec, x if scale == 1.0 else x * jnp.asarray(scale, x.dtype),
+                enc, opts))
+  return out
+
+
 def score_parts(specs, features: Any, labels: Any, options: dict
                 ) -> dict[str, float]:
   """``{part: value}`` of one model: every part's checks first, then the
   computations (a set-level metric's ``*_parts`` function)."""
-  checked = [(spec, validated_features(spec, features, labels,
-                                       spec.options(**part_options(spec,
-                                                                   options))))
-             for spec in specs]
-  return {spec.name: finish(spec, compute(spec, x, enc, **spec.options(
-      **part_options(spec, options)))) for spec, (x, enc) in checked}
+  return {spec.name: finish(spec, compute(spec, x, enc, **opts))
+          for spec, x, enc, opts in _checked_parts(specs, features, labels,
+                                                   options)}
 
 
 def score_set(set_spec, features_by_model: Any, labels: Any, **given: Any
@@ -172,14 +186,10 @@ def score_set(set_spec, features_by_model: Any, labels: Any, **given: Any
   specs = [registry.REGISTRY[p] for p in set_spec.parts]
   checked = {}
   for model, f in features_by_model.items():
-    checked[model] = []
-    for spec in specs:
-      opts = spec.options(**part_options(spec, options))
-      try:
-        x, enc = validated_features(spec, f, labels, opts)
-      except ValueError as e:
-        raise ValueError(f"{set_spec.name}, model {model!r}: {e}") from e
-      checked[model].append((spec, x, enc, opts))
+    try:
+      checked[model] = _checked_parts(specs, f, labels, options)
+    except ValueError as e:
+      raise ValueError(f"{set_spec.name}, model {model!r}: {e}") from e
   parts = {p: {} for p in set_spec.parts}
   for model, cells in checked.items():
     for spec, x, enc, opts in cells:
