@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import itertools
 import json
 import os
@@ -105,8 +106,10 @@ flags.DEFINE_integer("batch_size", 32, "Images per batch (extraction).")
 flags.DEFINE_integer("extract_batches", 5, "Timed batches per implementation.")
 flags.DEFINE_list("metrics", ["sfda", "logme", "nleep"],
                   "Metrics to time (any per-model metric, variant or set-level part of the "
-                  "registry; the torch "
+                  "registry, or 'all' for every one of them; the torch "
                   "baseline and the roofline exist for sfda/logme and sfda).")
+flags.DEFINE_list("skip_metrics", [], "Metrics left out of --metrics (useful "
+                  "with --metrics=all).")
 flags.DEFINE_list("impls", ["sfda_jax", "torch", "numpy", "roofline"],
                   "Implementations to time; 'numpy' is the NumPy/scikit-learn "
                   "reference.")
@@ -143,7 +146,14 @@ flags.DEFINE_string("output", None, "Write the results as JSON here.")
 
 IMPLS = ("sfda_jax", "torch", "numpy", "roofline")
 TORCH_METRICS = ("sfda", "logme")
-BATCHED_METRICS = ("sfda", "logme")
+
+
+def _models_at_once_applies(metric: str) -> bool:
+  """Whether the M-models-at-once rows exist for ``metric``: every per-model
+  feature metric but NLEEP (``score_models`` loops NLEEP's EM model by
+  model: M x its single row)."""
+  return (metric != "nleep"
+          and registry.REGISTRY[metric].inputs == "features")
 
 
 # ---------------------------------------------------------------------------
@@ -206,14 +216,17 @@ def config_from_flags(flag_values=FLAGS) -> Config:
   """Builds a :class:`Config` from the flags; ValueError on bad values."""
   f = flag_values
   timed = [m for m in registry.KNOWN_METRICS if m in registry.REGISTRY]
-  unknown = [m for m in f.metrics if m not in timed]
+  requested = timed if list(f.metrics) == ["all"] else list(f.metrics)
+  unknown = [m for m in [*requested, *f.skip_metrics] if m not in timed]
   if unknown:
     extra = (" (set-level metrics are timed by their parts: "
              f"{list(registry.expand(unknown))})"
              if set(unknown) & set(registry.SET_METRICS) else "")
     raise ValueError(f"unknown metric {unknown[0]!r}; valid: {timed}{extra}")
-  if not f.metrics:
-    raise ValueError("--metrics is empty.")
+  requested = [m for m in requested if m not in f.skip_metrics]
+  if not requested:
+    raise ValueError("--metrics is empty" + (" after --skip_metrics."
+                                             if f.skip_metrics else "."))
   bad = [i for i in f.impls if i not in IMPLS]
   if bad or not f.impls:
     raise ValueError(f"unknown impl {bad[0] if bad else ''!r}; valid: "
@@ -242,7 +255,7 @@ def config_from_flags(flag_values=FLAGS) -> Config:
     nleep_grid = _grid("nleep_", f.nleep_n, f.nleep_d, f.nleep_c, 5)
     repeats, ref_repeats = f.repeats, f.ref_repeats
   return Config(
-      suite=f.suite, metrics=tuple(dict.fromkeys(f.metrics)),
+      suite=f.suite, metrics=tuple(dict.fromkeys(requested)),
       impls=tuple(dict.fromkeys(f.impls)), grid=grid, nleep_grid=nleep_grid,
       models_at_once=models_at_once, repeats=repeats,
       nleep_repeats=1 if f.quick else f.nleep_repeats,
@@ -377,6 +390,15 @@ def _roofline_fn(batched: bool):
   return jax.jit(jax.vmap(two_grams) if batched else two_grams)
 
 
+def _one_score(metric: str, seed: int) -> Callable[[Any, Any], float]:
+  """``fn(features, labels)``: the registry's public function of a
+  per-model feature metric (variants and set-level parts included) with
+  ``score_models``' options."""
+  spec = registry.REGISTRY[metric]
+  options = {spec.seeded_option: seed} if spec.seeded_option else {}
+  return lambda x, y: spec.fn(x, y, **options)
+
+
 def _ours(metric: str, x, y, theta, z, seed):
   spec = registry.REGISTRY[metric]
   inputs = {"features": x, "source_probs": theta, "source_labels": z}[
@@ -403,17 +425,32 @@ def _numpy(metric: str, x, y, theta, z, seed):
            else getattr(numpy_reference, spec.variant_of))
     return lambda: ref(x, y, **options)
   if metric in _POST_SFDA_REFERENCES:
-    return functools.partial(_POST_SFDA_REFERENCES[metric], x, y)
-  ref = numpy_reference.sfda_score if metric == "sfda" else getattr(
-      numpy_reference, metric)
-  return lambda: ref(x, y)
+    ref = _POST_SFDA_REFERENCES[metric]
+  else:
+    ref = numpy_reference.sfda_score if metric == "sfda" else getattr(
+        numpy_reference, metric)
+  return functools.partial(ref, x, y, **_shared_defaults(metric, ref))
+
+
+def _shared_defaults(metric: str, ref: Callable[..., Any]) -> dict:
+  """The library's option defaults that ``ref`` also takes, so both sides
+  compute the same quantity (GBC's reference defaults to no PCA, the
+  library to 64 components)."""
+  try:
+    accepted = inspect.signature(ref).parameters
+  except (TypeError, ValueError):      # a lambda over *args: nothing to pass
+    return {}
+  return {k: v for k, v in registry.REGISTRY[metric].defaults.items()
+          if k in accepted}
 
 
 #: The NumPy formulations of the metrics published since SFDA (the float64
-#: references of ``sfda_jax.baselines``, written from the official code).
+#: references of ``sfda_jax.baselines``, written from the official code; k-NN
+#: and INT in their official code's vectorised form, since their plain
+#: references are per-sample Python loops).
 _POST_SFDA_REFERENCES = {
-    "knn": numpy_reference_knn.knn,
-    "inter_class_distance": numpy_reference_knn.inter_class_distance,
+    "knn": numpy_reference_knn.knn_vectorised,
+    "inter_class_distance": numpy_reference_knn.inter_class_distance_cdist,
     "ped": numpy_reference_ped.ped,
     "etran_energy": numpy_reference_lda.etran_energy,
     "etran_lda": numpy_reference_lda.etran_lda,
@@ -436,7 +473,9 @@ def _warm_up_references(cfg: Config, torch_ok: bool,
                         torch_device: str | None) -> None:
   """One tiny call of each reference: one-off start-up costs (lazy imports,
   library and device initialisation) stay out of every timed call."""
-  x, y = make_data(60, 6, 3, cfg.seed)
+  # Just large enough for every reference (ETran's N >= 200, NCTI's 64
+  # principal components).
+  x, y = make_data(256, 72, 4, cfg.seed)
   if torch_ok:
     for metric in TORCH_METRICS:
       if metric in cfg.metrics:
@@ -579,7 +618,7 @@ def _run_point(cfg: Config, metric: str, n: int, d: int, c: int,
             batching="single")
 
   m = cfg.models_at_once
-  if m > 1 and metric in BATCHED_METRICS:
+  if m > 1 and _models_at_once_applies(metric):
     rows += _run_models_at_once(cfg, metric, x, y, m, base, budget, rows,
                                 torch_ok, torch_device)
   _add_ratios(rows)
@@ -608,12 +647,14 @@ def _run_models_at_once(cfg, metric, x, y, m, base, budget, single_rows,
   if "sfda_jax" in cfg.impls:
     xjs = {f"model{i}": jax.block_until_ready(jnp.asarray(v))
            for i, v in enumerate(xs)}
-    t = time_calls(lambda: sfda_jax.score_models(xjs, y, metrics=(metric,))
-                   [metric], cfg.repeats, True)
+    t = time_calls(lambda: sfda_jax.score_models(
+        xjs, y, metrics=(metric,), seed=cfg.seed)[metric], cfg.repeats, True)
     add("sfda_jax", "vmap", t, compile_seconds=max(
         t.first_call_seconds - t.seconds, 0.0), score=t.out["model0"],
         scores=[t.out[k] for k in xjs], dtype="float32")
-    fn = getattr(sfda_jax, metric)
+    # The single-model function with score_models' options (PARC keeps its
+    # default subsample here, unlike the single row's no-subsample run).
+    fn = _one_score(metric, cfg.seed)
     t = time_calls(lambda: [fn(v, y) for v in xjs.values()], cfg.repeats,
                    True)
     add("sfda_jax", "loop", t, compile_seconds=max(
@@ -700,7 +741,7 @@ def print_metrics_table(results: list[dict]) -> None:
     k = (r["name"], r["N"], r["D"], r["C"], r["M"])
     if k not in keys:
       keys.append(k)
-  print(f"{'metric':<8}{'N':>7}{'D':>6}{'C':>5}{'M':>4} {'jax':<6}"
+  print(f"{'metric':<20}{'N':>7}{'D':>6}{'C':>5}{'M':>4} {'jax':<6}"
         f"{'sfda_jax s':>11}{'compile s':>10}{'torch s':>10}{'ref s':>10}"
         f"{'roof s':>9}{'x torch':>9}{'x ref':>8}{'x roof':>8}"
         f"{'|f32-ref|':>11}{'|x64-ref|':>11}{'|torch-ref|':>12}")
@@ -729,7 +770,7 @@ def print_metrics_table(results: list[dict]) -> None:
     for ours in by.get("sfda_jax", []) or [None]:
       o = ours or {}
       ref_s = ref["seconds"] if ref and ref["M"] == k[4] else None
-      print(f"{k[0]:<8}{k[1]:>7}{k[2]:>6}{k[3]:>5}{k[4]:>4} "
+      print(f"{k[0]:<20}{k[1]:>7}{k[2]:>6}{k[3]:>5}{k[4]:>4} "
             f"{o.get('batching') or '-':<6}"
             f"{_fmt(o.get('seconds'), '.3f', 11)}"
             f"{_fmt(o.get('compile_seconds'), '.2f', 10)}"
@@ -742,7 +783,13 @@ def print_metrics_table(results: list[dict]) -> None:
             f"{_fmt(rel(ours), '.1e', 11)}{_fmt(rel(x64), '.1e', 11)}"
             f"{_fmt(rel(torch_row), '.1e', 12)}")
   skipped = [r for r in results if r["skipped"]]
+  looped = [r for r in skipped if r["impl"] == "numpy" and r["M"] > 1]
+  if looped:
+    print(f"  numpy at M > 1: not run for {len(looped)} metric(s) (M x "
+          "the M=1 row)")
   for r in skipped:
+    if r in looped:
+      continue
     print(f"  skipped: {r['name']} {r['impl']} N={r['N']} D={r['D']} "
           f"C={r['C']} M={r['M']}: {r['skipped']}")
 
@@ -933,16 +980,26 @@ def print_finetune_table(results: list[dict]) -> None:
 # Resample suite
 
 
-def run_resample_suite(cfg: Config) -> list[dict]:
+def run_resample_suite(cfg: Config,
+                       on_progress: Callable[[list[dict]], None] | None = None
+                       ) -> list[dict]:
   """``sfda_jax.resample_scores`` (B resamples of 0.8 N, plus the full-data
   score it also computes) against B x one full-data score, both warm, in
-  the same run. Issue 8's target: ratio <= 1.2."""
+  the same run, for every per-model feature metric of ``--metrics``
+  (variants and set-level parts included; LEEP/NCE take no features).
+  Issue 8's target: ratio <= 1.2. ``on_progress(rows_so_far)`` after each
+  metric and size."""
   rows = []
-  metrics = [m for m in cfg.metrics if m in sfda_jax.FEATURE_METRICS]
+  skipped = [m for m in cfg.metrics
+             if registry.REGISTRY[m].inputs != "features"]
+  if skipped:
+    logging.info("resample suite: %s take no features, not resampled",
+                 skipped)
+  metrics = [m for m in cfg.metrics if m not in skipped]
   for metric in metrics:
     for n, d, c in (cfg.nleep_grid if metric == "nleep" else cfg.grid):
       x, y = make_data(n, d, c, cfg.seed)
-      fn = getattr(sfda_jax, metric)
+      fn = _one_score(metric, cfg.seed)
       one = time_calls(lambda: fn(x, y), cfg.repeats, warmup=True)
       res = time_calls(lambda: sfda_jax.resample_scores(
           {"m": x}, y, metrics=(metric,), resamples=cfg.resamples,
@@ -957,14 +1014,16 @@ def run_resample_suite(cfg: Config) -> list[dict]:
       logging.info("resample %s N=%d D=%d C=%d: %.3f s vs B x %.4f s "
                    "(ratio %.2f)", metric, n, d, c, res.seconds,
                    one.seconds, ratio)
+      if on_progress is not None:
+        on_progress(rows)
   return rows
 
 
 def print_resample_table(results: list[dict]) -> None:
-  print(f"{'metric':<10}{'N':>7}{'D':>6}{'C':>5}{'B':>4}{'one score s':>13}"
+  print(f"{'metric':<20}{'N':>7}{'D':>6}{'C':>5}{'B':>4}{'one score s':>13}"
         f"{'resampled s':>13}{'/ (B x one)':>13}")
   for r in results:
-    print(f"{r['name']:<10}{r['N']:>7}{r['D']:>6}{r['C']:>5}{r['B']:>4}"
+    print(f"{r['name']:<20}{r['N']:>7}{r['D']:>6}{r['C']:>5}{r['B']:>4}"
           f"{r['one_score_seconds']:>13.4f}{r['seconds']:>13.3f}"
           f"{r['ratio_to_B_scores']:>13.2f}")
 
@@ -1011,7 +1070,8 @@ def main(argv):
     print_extract_table(extract_rows)
     results += extract_rows
   if cfg.suite in ("resample", "all"):
-    resample_rows = run_resample_suite(cfg)
+    resample_rows = run_resample_suite(
+        cfg, lambda rows: write(results + rows, False))
     print_resample_table(resample_rows)
     results += resample_rows
   if cfg.suite in ("finetune", "all"):

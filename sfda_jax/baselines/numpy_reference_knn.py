@@ -5,11 +5,17 @@ inter-class distance (Singh, Hess & Vanschoren, arXiv 2502.06925)". Per-sample a
 loops, no chunking and no numerical tricks, so that each line can be read against the contract. Nothing here
 imports the rest of ``sfda_jax`` but the helpers of its sibling ``numpy_reference``.
 
+``knn_vectorised`` and ``inter_class_distance_cdist`` are the same two quantities in the form of the metrics'
+official code (DINO's ``knn_classifier``: a chunked similarity product and a top-k; pymfe's ``ft_int``:
+scipy's ``cdist`` per class pair), in float64: the baselines ``experiments.benchmark`` times, since the
+loops above would measure Python, not the formulation. Tests check they equal the loops.
+
 Conventions (as in ``numpy_reference``): inputs are cast to float64 copies (the callers' arrays are never
 modified); labels may be any integers and are remapped to 0..K-1 in sorted order of their unique values.
 """
 
 import numpy as np
+from scipy.spatial import distance
 
 from sfda_jax.baselines.numpy_reference import _as_f64, _remap
 
@@ -85,3 +91,48 @@ def inter_class_distance(X, y, normalize=None):
                 pair_sum += np.sum(np.sqrt(np.sum((xi[None, :] - Xb) ** 2, axis=1)))
             total += pair_sum / (Xa.shape[0] * Xb.shape[0])
     return 2.0 * total / (K * (K - 1))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The official code's formulations (benchmark baselines)
+# ----------------------------------------------------------------------------------------------------------
+
+def knn_vectorised(X, y, k=20, temperature=0.07, soft=False, chunk=1024):
+    """:func:`knn` as DINO's ``knn_classifier`` computes it: per chunk of rows, similarities to every row
+    (one product), the sample itself excluded, the top k (``argpartition``), weights exp(s / T) summed per
+    class. Equal to :func:`knn` up to the order of equal similarities (measure zero on real features)."""
+    X = _as_f64(X)
+    y, K = _remap(y)
+    N = X.shape[0]
+    if not 1 <= k <= N - 1:
+        raise ValueError(f"k must be in [1, N - 1] = [1, {N - 1}], got k={k} (N={N}).")
+    Xh = _l2_normalise(X)
+    total = 0.0
+    for start in range(0, N, chunk):
+        rows = np.arange(start, min(start + chunk, N))
+        s = Xh[rows] @ Xh.T                                   # [B, N]
+        s[np.arange(rows.size), rows] = -np.inf               # leave one out
+        top = np.argpartition(-s, k - 1, axis=1)[:, :k]       # [B, k]
+        weights = np.exp(np.take_along_axis(s, top, axis=1) / temperature)
+        votes = np.zeros((rows.size, K))
+        np.add.at(votes, (np.repeat(np.arange(rows.size), k), y[top].ravel()), weights.ravel())
+        if soft:
+            total += np.sum(votes[np.arange(rows.size), y[rows]] / votes.sum(axis=1))
+        else:
+            total += np.sum(np.argmax(votes, axis=1) == y[rows])
+    return float(total / N)
+
+
+def inter_class_distance_cdist(X, y, normalize=None):
+    """:func:`inter_class_distance` as pymfe's ``ft_int`` computes it: the mean of scipy's ``cdist``
+    (Euclidean) between the samples of each class pair, averaged over the pairs."""
+    X = _as_f64(X)
+    y, K = _remap(y)
+    if normalize == "l2":
+        X = _l2_normalise(X)
+    elif normalize is not None:
+        raise ValueError(f"normalize must be None or 'l2', got {normalize!r}.")
+    groups = [X[y == a] for a in range(K)]
+    total = sum(distance.cdist(groups[a], groups[b]).mean()
+                for a in range(K) for b in range(a + 1, K))
+    return float(2.0 * total / (K * (K - 1)))

@@ -207,3 +207,42 @@ def test_finetune_suite_times_flax_against_torch(parsed_flags):
   flags.FLAGS.finetune_steps = 0
   with pytest.raises(ValueError, match="--finetune_steps must be >= 1"):
     benchmark.run_finetune_suite(cfg)
+
+
+@pytest.mark.slow
+def test_gpu_check_quick_runs_every_part_end_to_end(tmp_path):
+  """``GPU_CHECK_QUICK=1 experiments/gpu_check.sh`` on the CPU: every part
+  completes, every registry metric has a row, one merged JSON is left."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from sfda_jax.metrics import registry  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "gpu_check.json"
+  env = dict(os.environ, GPU_CHECK_QUICK="1", PATH=os.pathsep.join(
+      [os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+  env.pop("OUT", None)
+  proc = subprocess.run(["bash", "experiments/gpu_check.sh", str(out)],
+                        cwd=REPO_ROOT, env=env, capture_output=True,
+                        text=True, timeout=900)
+  assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+  payload = json.loads(out.read_text())
+  assert set(payload["parts"]) == {"metrics", "others", "nleep", "extract",
+                                   "resample"}
+  for name, part in payload["parts"].items():
+    assert part == dict(part, complete=True, failed=False, written=True), name
+  rows = payload["results"]
+  timed = {r["name"] for r in rows
+           if r["suite"] == "metrics" and r["impl"] == "sfda_jax"}
+  assert timed == set(registry.REGISTRY)
+  # 11 (here 2) models at once for every per-model feature metric but NLEEP
+  at_once = {r["name"] for r in rows if r["suite"] == "metrics"
+             and r["impl"] == "sfda_jax" and r["M"] > 1}
+  assert at_once == {m for m, s in registry.REGISTRY.items()
+                     if s.inputs == "features" and m != "nleep"}
+  assert {r["impl"] for r in rows if r["suite"] == "extract"} >= {
+      "flax", "flax_bf16"}
+  resampled = {r["name"]: r for r in rows if r["suite"] == "resample"}
+  assert set(resampled) == {"sfda", "logme", "hscore"}
+  assert all(_finite_positive(r["ratio_to_B_scores"])
+             for r in resampled.values())
+  assert payload["device"] and payload["versions"]["jax"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu_check.json"]
