@@ -432,6 +432,17 @@ def check_disjoint(train: ImageDataset, test: ImageDataset,
         + (f" {hint}" if hint else ""))
 
 
+def _as_array(values: Any, name: str) -> np.ndarray:
+  """``np.asarray(values)``; a ragged sequence is a ValueError naming it."""
+  try:
+    return np.asarray(values)
+  except ValueError as e:
+    raise ValueError(
+        f"{name} cannot be one array ({e}); pass a numeric array"
+        + (" [N, H, W(, C)] of equally sized images: resize them to one "
+           "size first." if name == "images" else " [N].")) from None
+
+
 class ArraySource(Source):
   """In-memory images; the raw uint8 (or float) arrays stay on the host."""
 
@@ -440,14 +451,25 @@ class ArraySource(Source):
 
   def __init__(self, images: np.ndarray, labels: np.ndarray, name: str,
                split: str = "all"):
-    images = np.asarray(images)
-    labels = np.asarray(labels)
+    images = _as_array(images, "images")
+    labels = _as_array(labels, "labels")
+    if images.dtype == object:
+      raise ValueError(
+          "images is an object array (images of different sizes, or not "
+          "numbers); pass one numeric array [N, H, W(, C)]: resize the images "
+          "to one size first.")
     if images.ndim not in (3, 4) or (images.ndim == 4
-                                     and images.shape[-1] not in (1, 3)):
-      raise ValueError("images must be [N, H, W], [N, H, W, 1] or [N, H, W, "
-                       f"3], got shape {images.shape}.")
+                                     and images.shape[-1] not in (1, 3, 4)):
+      raise ValueError("images must be [N, H, W], [N, H, W, 1], [N, H, W, 3] "
+                       f"or [N, H, W, 4], got shape {images.shape}"
+                       + (" (channels first? use images.transpose(0, 2, 3, "
+                          "1))" if images.ndim == 4 and images.shape[-1] > 4
+                          and images.shape[1] in (1, 3, 4) else "") + ".")
     if images.shape[0] == 0:
       raise ValueError("images is empty (N = 0).")
+    if 0 in images.shape[1:3]:
+      raise ValueError(f"images have no pixels: shape {images.shape} "
+                       "(H and W must be at least 1).")
     if labels.shape != (images.shape[0],):
       raise ValueError(f"labels must be [N] = [{images.shape[0]}] to match "
                        f"images, got shape {labels.shape}.")
@@ -458,14 +480,25 @@ class ArraySource(Source):
     if images.dtype == np.uint8:
       pass
     elif np.issubdtype(images.dtype, np.floating):
-      if not np.all(np.isfinite(images)):
-        raise ValueError("images contain NaN or infinite values.")
+      finite = np.isfinite(images)
+      if not finite.all():
+        rows = np.flatnonzero(~finite.reshape(len(images), -1).all(axis=1))
+        raise ValueError(
+            f"images contain NaN or infinite values ({len(rows)} of "
+            f"{len(images)} images, first at index {rows[0]}).")
       low, high = float(images.min()), float(images.max())
       if low < 0.0 or high > 1.0:
         raise ValueError(
             f"float images must lie in [0, 1], got values in [{low:.4g}, "
             f"{high:.4g}]; divide 0-255 pixels by 255 or pass uint8.")
       images = images.astype(np.float32) * np.float32(255.0)
+    elif np.issubdtype(images.dtype, np.integer) and images.size:
+      low, high = int(images.min()), int(images.max())
+      raise ValueError(
+          f"images must be uint8 (0-255) or float in [0, 1], got dtype "
+          f"{images.dtype} with values in [{low}, {high}]; "
+          + ("convert with images.astype(np.uint8)." if 0 <= low <= high <= 255
+             else "scale them to 0-255 and convert to uint8."))
     else:
       raise ValueError("images must be uint8 (0-255) or float in [0, 1], got "
                        f"dtype {images.dtype}; e.g. images.astype(np.uint8).")
@@ -518,8 +551,9 @@ def from_arrays(images: np.ndarray, labels: np.ndarray,
   """A dataset of in-memory images (one split, or one part of a holdout).
 
   Args:
-    images: ``[N, H, W]``, ``[N, H, W, 1]`` (grayscale, repeated to RGB) or
-      ``[N, H, W, 3]``; uint8 in 0-255 or float in [0, 1]. Kept by reference
+    images: ``[N, H, W]``, ``[N, H, W, 1]`` (grayscale, repeated to RGB),
+      ``[N, H, W, 3]`` or ``[N, H, W, 4]`` (alpha dropped); uint8 in 0-255 or
+      float in [0, 1] (no NaN or infinity). Kept by reference
       (float images as a float32 copy): do not modify them while the dataset
       is in use.
     labels: ``[N]`` integer class ids.
@@ -538,8 +572,11 @@ def from_arrays(images: np.ndarray, labels: np.ndarray,
     in the given order; its fingerprint hashes the pixels and labels.
 
   Raises:
-    ValueError: bad shapes, dtypes or value ranges; bad ``test_fraction`` or
-      ``split``; a class with a single image when splitting (named).
+    ValueError: bad shapes (not one of the above, ``H`` or ``W`` zero, a
+      ragged list of images, labels not ``[N]``), dtypes (object, other
+      integers than uint8, non-integer labels) or values (float outside
+      [0, 1], NaN); bad ``test_fraction`` or ``split``; a class with a single
+      image when splitting (named). Each message names the problem.
 
   Example:
     >>> ds = from_arrays(np.zeros((4, 28, 28), np.uint8), np.arange(4))
