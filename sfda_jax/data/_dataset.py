@@ -23,8 +23,8 @@ from sfda_jax.metrics import sampling
 from sfda_jax.data.preprocessing import Preprocessing
 
 __all__ = ["ArraySource", "DatasetNotPreparedError", "HOLDOUT_PARTS",
-           "ImageDataset", "Source", "check_disjoint", "from_arrays",
-           "stratified_indices", "stratified_split"]
+           "ImageDataset", "Source", "UnreadableImageError", "check_disjoint",
+           "from_arrays", "stratified_indices", "stratified_split"]
 
 # The split names that pick a part of a `test_fraction` holdout.
 HOLDOUT_PARTS = ("train", "test")
@@ -35,6 +35,22 @@ class DatasetNotPreparedError(FileNotFoundError):
 
   Its message names the dataset, the data_dir, and how to prepare it.
   """
+
+
+class UnreadableImageError(ValueError):
+  """An image file or record cannot be read or decoded.
+
+  One line: it starts with the file (path relative to the image folder) or
+  the record (TFDS dataset, split and index), then says what is wrong and
+  what to do.
+
+  Attributes:
+    records: the files or records named, in order.
+  """
+
+  def __init__(self, message: str, records: list[str]):
+    super().__init__(message)
+    self.records = list(records)
 
 
 class Source(abc.ABC):
@@ -73,6 +89,16 @@ class Source(abc.ABC):
   @abc.abstractmethod
   def decode(self, raw: Any) -> Any:
     """TF graph function: ``raw -> [h, w, C]`` pixels in ``[0, 255]``."""
+
+  def unreadable_error(self, problems: list[tuple[int, str]]
+                       ) -> UnreadableImageError:
+    """The error for records that failed to decode: ``[(index, reason)]``."""
+    names = [f"{self.name!r} split {self.split!r}, record {i}"
+             for i, _ in problems]
+    return UnreadableImageError(
+        f"{names[0]}: cannot be decoded ({problems[0][1]})"
+        + (f"; {len(names) - 1} more such records" if len(names) > 1 else "")
+        + ".", names)
 
   @abc.abstractmethod
   def record_ids(self) -> np.ndarray:
@@ -338,7 +364,9 @@ class ImageDataset:
       "num_examples", "seed", "per_class", "fingerprint"}``: ``source`` is
       the source identity (folder path, TFDS name and version, arrays hash),
       ``holdout`` is ``None`` or ``{"test_fraction", "seed", "part"}``,
-      ``per_class`` maps class names (label ids when unnamed) to counts.
+      ``per_class`` maps class names (label ids when unnamed) to counts;
+      plus ``"skipped_unreadable"`` (the files left out, relative to the
+      folder) when ``skip_unreadable`` left any out.
     """
     if self.class_names is not None:
       counts = np.bincount(self.labels, minlength=len(self.class_names))
@@ -346,7 +374,7 @@ class ImageDataset:
     else:   # arrays: the distinct label values of the whole source
       per_class = {str(int(v)): int((self.labels == v).sum())
                    for v in np.unique(self._source.all_labels())}
-    return {
+    described = {
         "source": self._source.identity,
         "name": self.name,
         "split": self.split,
@@ -359,6 +387,10 @@ class ImageDataset:
         "per_class": per_class,
         "fingerprint": self.fingerprint,
     }
+    skipped = list(getattr(self._source, "skipped", []))
+    if skipped:
+      described["skipped_unreadable"] = skipped
+    return described
 
   def __len__(self) -> int:
     return self.num_examples
@@ -384,13 +416,47 @@ class ImageDataset:
       last batch.
 
     Raises:
-      ValueError: bad ``preprocessing`` or ``batch_size``.
+      ValueError: bad ``preprocessing`` or ``batch_size`` (at once).
+      UnreadableImageError: (a ValueError, when the batch is reached) an
+        image that fails to decode, named (file or record) with the
+        decoder's reason.
     """
     from sfda_jax.data import _pipeline  # pylint: disable=g-import-not-at-top
     records = _pipeline.select_records(self._source.records(),
                                        self._selection, self._total)
-    return _pipeline.batch_iterator(records, self._source.decode,
-                                    preprocessing, batch_size)
+    return self._name_failures(_pipeline.batch_iterator(
+        records, self._source.decode, preprocessing, batch_size), batch_size)
+
+  def _name_failures(self, batches: Iterator[tuple[np.ndarray, np.ndarray]],
+                     batch_size: int
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Passes ``batches`` on; a TensorFlow error becomes an
+    :class:`UnreadableImageError` naming the record that failed.
+
+    tf.data's error names no record, but the order is fixed: the failing
+    record is in the batch being read, whose records are decoded again to
+    find it. An error no record of that batch explains is raised as is.
+    """
+    from sfda_jax.data import _pipeline  # pylint: disable=g-import-not-at-top
+    done = 0
+    while True:
+      try:
+        images, labels = next(batches)
+      except StopIteration:
+        return
+      except _pipeline.tf.errors.OpError:
+        positions = np.arange(done, min(done + batch_size,
+                                        self.num_examples))
+        records = (positions if self._selection is None
+                   else np.asarray(self._selection)[positions])
+        problems = _pipeline.decode_problems(
+            self._source.records(), self._source.decode, self._total,
+            records)
+        if not problems:
+          raise
+        raise self._source.unreadable_error(problems[:1]) from None
+      done += labels.shape[0]
+      yield images, labels
 
 
 def check_disjoint(train: ImageDataset, test: ImageDataset,

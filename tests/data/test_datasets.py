@@ -329,7 +329,9 @@ def test_image_folder_errors(tmp_path):
   Image.fromarray(np.zeros((4, 4), np.uint8)).save(
       tmp_path / "partial" / "a" / "x.png")
   (tmp_path / "partial" / "b" / "readme.txt").write_text("")
-  with pytest.raises(ValueError, match="b holds no images"):
+  with pytest.raises(ValueError, match=r"Class folder .b. \(.*\) holds no "
+                     r"usable images: it holds only files with unsupported "
+                     r"extensions: \.txt \(1: b/readme\.txt\)"):
     data.load(str(tmp_path / "partial"))
 
 
