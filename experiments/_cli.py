@@ -30,6 +30,16 @@ from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-posit
 from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
+def define_skip_unreadable() -> None:
+  """Defines ``--skip_unreadable`` (the entry points that load image
+  folders share its meaning: ``sfda_jax.data.load(skip_unreadable=...)``)."""
+  flags.DEFINE_bool(
+      "skip_unreadable", False, "Image folders: leave out images that cannot "
+      "be read or decoded (each is logged with its reason, then the count; "
+      "every image is decoded once up front to find them) instead of "
+      "stopping at the first with an error naming it.")
+
+
 def _quiet_defaults() -> None:
   """After flag parsing: WARNING unless --verbosity / -v was given (absl's
   app.run otherwise logs INFO)."""

@@ -90,6 +90,7 @@ flags.DEFINE_integer("warmup_steps", 0, "Linear learning-rate warm-up "
 flags.DEFINE_float("clip_norm", 0.0, "Clip each gradient's global norm to "
                    "this (0: no clipping).")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
+_cli.define_skip_unreadable()
 flags.DEFINE_string("cache_dir", None, "Feature cache (linear probe).")
 flags.DEFINE_string("output", "outputs/finetune/ground_truth.json",
                     "Ground-truth JSON to write.")
@@ -120,7 +121,8 @@ def main(argv):
       test_fraction=FLAGS.test_fraction,
       num_examples=FLAGS.num_examples or None,
       test_examples=FLAGS.test_examples or None,
-      data_dir=FLAGS.data_dir, seed=FLAGS.seed)
+      data_dir=FLAGS.data_dir, seed=FLAGS.seed,
+      skip_unreadable=FLAGS.skip_unreadable)
   print(f"train {len(train)} / test {len(test)} images: "
         f"{split['description']}", flush=True)
   num_classes = int(max(train.labels.max(), test.labels.max())) + 1

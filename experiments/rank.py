@@ -74,6 +74,7 @@ flags.DEFINE_integer("resamples", 4, "Paired resamples (80% of the samples "
 flags.DEFINE_integer("ensemble", 0, "Also choose this many models for an "
                      "ensemble by SFDA's selection (score + complementarity "
                      "in the Fisher space); 0: off.", lower_bound=0)
+_cli.define_skip_unreadable()
 flags.DEFINE_bool("priors", True, "Report the data-free priors "
                   "(imagenet_top1, num_params, lodo) beside the metrics.")
 
@@ -87,7 +88,7 @@ def config_from_flags() -> evaluation.RankConfig:
       features_dataset=FLAGS.features_dataset, dtype=FLAGS.dtype,
       image_size=FLAGS.image_size, seed=FLAGS.seed,
       resamples=FLAGS.resamples, priors=FLAGS.priors,
-      ensemble=FLAGS.ensemble)
+      ensemble=FLAGS.ensemble, skip_unreadable=FLAGS.skip_unreadable)
 
 
 def main(argv):

@@ -9,6 +9,12 @@ pipeline implementing a backbone's
 :class:`Preprocessing` (decode, grayscale to RGB,
 shorter-side resize or squash, centre crop, normalise).
 
+An image folder may be messy: every format the decoder reads is used
+(JPEG, PNG, GIF, BMP, WebP, JPEG XL; nested folders, symbolic links, any
+case), other files are reported once, and an unreadable or undecodable image
+is an :class:`UnreadableImageError` naming the file, or left out with
+``load(folder, skip_unreadable=True)`` (see ``sfda_jax/data/_folder.py``).
+
 A folder or arrays are ONE split; ``test_fraction`` partitions them into
 seeded, class-stratified, disjoint ``"train"`` / ``"test"`` parts
 (:func:`stratified_split`), and :func:`load_train_test` returns a training
@@ -30,8 +36,9 @@ Example:
 """
 
 from sfda_jax.data._dataset import (DatasetNotPreparedError, ImageDataset,
-                                    check_disjoint, from_arrays,
-                                    stratified_indices, stratified_split)
+                                    UnreadableImageError, check_disjoint,
+                                    from_arrays, stratified_indices,
+                                    stratified_split)
 from sfda_jax.data.preprocessing import Preprocessing
 from sfda_jax.data._load import (DEFAULT_TEST_FRACTION, check_name, load,
                                  load_train_test, prepare_fashion_mnist)
@@ -41,6 +48,7 @@ __all__ = [
     "DatasetNotPreparedError",
     "ImageDataset",
     "Preprocessing",
+    "UnreadableImageError",
     "check_disjoint",
     "check_name",
     "from_arrays",

@@ -23,8 +23,8 @@ from sfda_jax.metrics import sampling
 from sfda_jax.data.preprocessing import Preprocessing
 
 __all__ = ["ArraySource", "DatasetNotPreparedError", "HOLDOUT_PARTS",
-           "ImageDataset", "Source", "check_disjoint", "from_arrays",
-           "stratified_indices", "stratified_split"]
+           "ImageDataset", "Source", "UnreadableImageError", "check_disjoint",
+           "from_arrays", "stratified_indices", "stratified_split"]
 
 # The split names that pick a part of a `test_fraction` holdout.
 HOLDOUT_PARTS = ("train", "test")
@@ -35,6 +35,22 @@ class DatasetNotPreparedError(FileNotFoundError):
 
   Its message names the dataset, the data_dir, and how to prepare it.
   """
+
+
+class UnreadableImageError(ValueError):
+  """An image file or record cannot be read or decoded.
+
+  One line: it starts with the file (path relative to the image folder) or
+  the record (TFDS dataset, split and index), then says what is wrong and
+  what to do.
+
+  Attributes:
+    records: the files or records named, in order.
+  """
+
+  def __init__(self, message: str, records: list[str]):
+    super().__init__(message)
+    self.records = list(records)
 
 
 class Source(abc.ABC):
@@ -73,6 +89,16 @@ class Source(abc.ABC):
   @abc.abstractmethod
   def decode(self, raw: Any) -> Any:
     """TF graph function: ``raw -> [h, w, C]`` pixels in ``[0, 255]``."""
+
+  def unreadable_error(self, problems: list[tuple[int, str]]
+                       ) -> UnreadableImageError:
+    """The error for records that failed to decode: ``[(index, reason)]``."""
+    names = [f"{self.name!r} split {self.split!r}, record {i}"
+             for i, _ in problems]
+    return UnreadableImageError(
+        f"{names[0]}: cannot be decoded ({problems[0][1]})"
+        + (f"; {len(names) - 1} more such records" if len(names) > 1 else "")
+        + ".", names)
 
   @abc.abstractmethod
   def record_ids(self) -> np.ndarray:
@@ -338,7 +364,9 @@ class ImageDataset:
       "num_examples", "seed", "per_class", "fingerprint"}``: ``source`` is
       the source identity (folder path, TFDS name and version, arrays hash),
       ``holdout`` is ``None`` or ``{"test_fraction", "seed", "part"}``,
-      ``per_class`` maps class names (label ids when unnamed) to counts.
+      ``per_class`` maps class names (label ids when unnamed) to counts;
+      plus ``"skipped_unreadable"`` (the files left out, relative to the
+      folder) when ``skip_unreadable`` left any out.
     """
     if self.class_names is not None:
       counts = np.bincount(self.labels, minlength=len(self.class_names))
@@ -346,7 +374,7 @@ class ImageDataset:
     else:   # arrays: the distinct label values of the whole source
       per_class = {str(int(v)): int((self.labels == v).sum())
                    for v in np.unique(self._source.all_labels())}
-    return {
+    described = {
         "source": self._source.identity,
         "name": self.name,
         "split": self.split,
@@ -359,6 +387,10 @@ class ImageDataset:
         "per_class": per_class,
         "fingerprint": self.fingerprint,
     }
+    skipped = list(getattr(self._source, "skipped", []))
+    if skipped:
+      described["skipped_unreadable"] = skipped
+    return described
 
   def __len__(self) -> int:
     return self.num_examples
@@ -384,13 +416,47 @@ class ImageDataset:
       last batch.
 
     Raises:
-      ValueError: bad ``preprocessing`` or ``batch_size``.
+      ValueError: bad ``preprocessing`` or ``batch_size`` (at once).
+      UnreadableImageError: (a ValueError, when the batch is reached) an
+        image that fails to decode, named (file or record) with the
+        decoder's reason.
     """
     from sfda_jax.data import _pipeline  # pylint: disable=g-import-not-at-top
     records = _pipeline.select_records(self._source.records(),
                                        self._selection, self._total)
-    return _pipeline.batch_iterator(records, self._source.decode,
-                                    preprocessing, batch_size)
+    return self._name_failures(_pipeline.batch_iterator(
+        records, self._source.decode, preprocessing, batch_size), batch_size)
+
+  def _name_failures(self, batches: Iterator[tuple[np.ndarray, np.ndarray]],
+                     batch_size: int
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Passes ``batches`` on; a TensorFlow error becomes an
+    :class:`UnreadableImageError` naming the record that failed.
+
+    tf.data's error names no record, but the order is fixed: the failing
+    record is in the batch being read, whose records are decoded again to
+    find it. An error no record of that batch explains is raised as is.
+    """
+    from sfda_jax.data import _pipeline  # pylint: disable=g-import-not-at-top
+    done = 0
+    while True:
+      try:
+        images, labels = next(batches)
+      except StopIteration:
+        return
+      except _pipeline.tf.errors.OpError:
+        positions = np.arange(done, min(done + batch_size,
+                                        self.num_examples))
+        records = (positions if self._selection is None
+                   else np.asarray(self._selection)[positions])
+        problems = _pipeline.decode_problems(
+            self._source.records(), self._source.decode, self._total,
+            records)
+        if not problems:
+          raise
+        raise self._source.unreadable_error(problems[:1]) from None
+      done += labels.shape[0]
+      yield images, labels
 
 
 def check_disjoint(train: ImageDataset, test: ImageDataset,
@@ -432,6 +498,17 @@ def check_disjoint(train: ImageDataset, test: ImageDataset,
         + (f" {hint}" if hint else ""))
 
 
+def _as_array(values: Any, name: str) -> np.ndarray:
+  """``np.asarray(values)``; a ragged sequence is a ValueError naming it."""
+  try:
+    return np.asarray(values)
+  except ValueError as e:
+    raise ValueError(
+        f"{name} cannot be one array ({e}); pass a numeric array"
+        + (" [N, H, W(, C)] of equally sized images: resize them to one "
+           "size first." if name == "images" else " [N].")) from None
+
+
 class ArraySource(Source):
   """In-memory images; the raw uint8 (or float) arrays stay on the host."""
 
@@ -440,14 +517,25 @@ class ArraySource(Source):
 
   def __init__(self, images: np.ndarray, labels: np.ndarray, name: str,
                split: str = "all"):
-    images = np.asarray(images)
-    labels = np.asarray(labels)
+    images = _as_array(images, "images")
+    labels = _as_array(labels, "labels")
+    if images.dtype == object:
+      raise ValueError(
+          "images is an object array (images of different sizes, or not "
+          "numbers); pass one numeric array [N, H, W(, C)]: resize the images "
+          "to one size first.")
     if images.ndim not in (3, 4) or (images.ndim == 4
-                                     and images.shape[-1] not in (1, 3)):
-      raise ValueError("images must be [N, H, W], [N, H, W, 1] or [N, H, W, "
-                       f"3], got shape {images.shape}.")
+                                     and images.shape[-1] not in (1, 3, 4)):
+      raise ValueError("images must be [N, H, W], [N, H, W, 1], [N, H, W, 3] "
+                       f"or [N, H, W, 4], got shape {images.shape}"
+                       + (" (channels first? use images.transpose(0, 2, 3, "
+                          "1))" if images.ndim == 4 and images.shape[-1] > 4
+                          and images.shape[1] in (1, 3, 4) else "") + ".")
     if images.shape[0] == 0:
       raise ValueError("images is empty (N = 0).")
+    if 0 in images.shape[1:3]:
+      raise ValueError(f"images have no pixels: shape {images.shape} "
+                       "(H and W must be at least 1).")
     if labels.shape != (images.shape[0],):
       raise ValueError(f"labels must be [N] = [{images.shape[0]}] to match "
                        f"images, got shape {labels.shape}.")
@@ -458,14 +546,25 @@ class ArraySource(Source):
     if images.dtype == np.uint8:
       pass
     elif np.issubdtype(images.dtype, np.floating):
-      if not np.all(np.isfinite(images)):
-        raise ValueError("images contain NaN or infinite values.")
+      finite = np.isfinite(images)
+      if not finite.all():
+        rows = np.flatnonzero(~finite.reshape(len(images), -1).all(axis=1))
+        raise ValueError(
+            f"images contain NaN or infinite values ({len(rows)} of "
+            f"{len(images)} images, first at index {rows[0]}).")
       low, high = float(images.min()), float(images.max())
       if low < 0.0 or high > 1.0:
         raise ValueError(
             f"float images must lie in [0, 1], got values in [{low:.4g}, "
             f"{high:.4g}]; divide 0-255 pixels by 255 or pass uint8.")
       images = images.astype(np.float32) * np.float32(255.0)
+    elif np.issubdtype(images.dtype, np.integer) and images.size:
+      low, high = int(images.min()), int(images.max())
+      raise ValueError(
+          f"images must be uint8 (0-255) or float in [0, 1], got dtype "
+          f"{images.dtype} with values in [{low}, {high}]; "
+          + ("convert with images.astype(np.uint8)." if 0 <= low <= high <= 255
+             else "scale them to 0-255 and convert to uint8."))
     else:
       raise ValueError("images must be uint8 (0-255) or float in [0, 1], got "
                        f"dtype {images.dtype}; e.g. images.astype(np.uint8).")
@@ -518,8 +617,9 @@ def from_arrays(images: np.ndarray, labels: np.ndarray,
   """A dataset of in-memory images (one split, or one part of a holdout).
 
   Args:
-    images: ``[N, H, W]``, ``[N, H, W, 1]`` (grayscale, repeated to RGB) or
-      ``[N, H, W, 3]``; uint8 in 0-255 or float in [0, 1]. Kept by reference
+    images: ``[N, H, W]``, ``[N, H, W, 1]`` (grayscale, repeated to RGB),
+      ``[N, H, W, 3]`` or ``[N, H, W, 4]`` (alpha dropped); uint8 in 0-255 or
+      float in [0, 1] (no NaN or infinity). Kept by reference
       (float images as a float32 copy): do not modify them while the dataset
       is in use.
     labels: ``[N]`` integer class ids.
@@ -538,8 +638,11 @@ def from_arrays(images: np.ndarray, labels: np.ndarray,
     in the given order; its fingerprint hashes the pixels and labels.
 
   Raises:
-    ValueError: bad shapes, dtypes or value ranges; bad ``test_fraction`` or
-      ``split``; a class with a single image when splitting (named).
+    ValueError: bad shapes (not one of the above, ``H`` or ``W`` zero, a
+      ragged list of images, labels not ``[N]``), dtypes (object, other
+      integers than uint8, non-integer labels) or values (float outside
+      [0, 1], NaN); bad ``test_fraction`` or ``split``; a class with a single
+      image when splitting (named). Each message names the problem.
 
   Example:
     >>> ds = from_arrays(np.zeros((4, 28, 28), np.uint8), np.arange(4))

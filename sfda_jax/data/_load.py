@@ -55,7 +55,8 @@ def check_name(name: str) -> None:
 
 def load(name: str, split: str = "train", num_examples: int | None = None,
          data_dir: str | None = None, seed: int = 0,
-         test_fraction: float | None = None) -> ImageDataset:
+         test_fraction: float | None = None,
+         skip_unreadable: bool = False) -> ImageDataset:
   """Loads a TFDS dataset or an image folder as an :class:`ImageDataset`.
 
   TFDS datasets are read from ``data_dir`` (default ``$TFDS_DATA_DIR`` or
@@ -95,17 +96,29 @@ def load(name: str, split: str = "train", num_examples: int | None = None,
       test_fraction=x, seed=s)`` and ``load(f, "test", test_fraction=x,
       seed=s)`` never share an image; ``num_examples`` then subsamples the
       part. ``None`` (default): no partition.
+    skip_unreadable: image folders only. ``False`` (default): an image the
+      decoder would refuse (unreadable, empty, truncated, not an image,
+      too large; found by a header check of every file when loading) is an
+      :class:`UnreadableImageError` naming it. ``True``: such files are
+      left out, and every other image is decoded once up front so that any
+      the decoder refuses is left out too; each is logged with its reason,
+      then the count, and the fingerprint covers only the images used (as
+      if the skipped files were deleted). See ``sfda_jax/data/_folder.py``.
 
   Returns:
     The dataset. Its ``batches(preprocessing, batch_size)`` streams
-    ``(images [B, S, S, 3] float32, labels [B] int64)``.
+    ``(images [B, S, S, 3] float32, labels [B] int64)``; an image that fails
+    to decode there raises :class:`UnreadableImageError` naming it.
 
   Raises:
     ValueError: unknown dataset (close TFDS names suggested), unknown split
       (available ones listed), empty folder or class folder, ``num_examples``
       larger than the split; ``test_fraction`` outside (0, 1), given for a
       TFDS dataset, or with a split other than ``train`` / ``test``; a class
-      with a single image when partitioning (named).
+      with a single image when partitioning (named); ``skip_unreadable``
+      for a dataset that is not an image folder.
+    UnreadableImageError: (a ValueError) an image file the decoder would
+      refuse, named relative to the folder with the reason.
     FileNotFoundError: the folder does not exist.
     DatasetNotPreparedError: (a FileNotFoundError) the TFDS dataset is not
       prepared and there is no network to download it.
@@ -122,6 +135,13 @@ def load(name: str, split: str = "train", num_examples: int | None = None,
   if not isinstance(split, str) or not split:
     raise ValueError(f"split must be a non-empty string, got {split!r}.")
   _check_test_fraction(test_fraction, split)
+  folder = name != "digits" and _is_folder(name)
+  if skip_unreadable and not folder:
+    raise ValueError(
+        f"skip_unreadable leaves unreadable files of an image folder out; "
+        f"{name!r} is not one (TFDS and 'digits' records are written by "
+        "their builders: one that fails to decode means damaged prepared "
+        "files, to be prepared again).")
   if name == "digits":
     if test_fraction is not None:
       raise ValueError("test_fraction partitions an image folder; 'digits' "
@@ -129,10 +149,10 @@ def load(name: str, split: str = "train", num_examples: int | None = None,
     # pylint: disable-next=g-import-not-at-top
     from sfda_jax.data._digits import DigitsSource
     return ImageDataset(DigitsSource(split), num_examples, seed, None)
-  if _is_folder(name):
+  if folder:
     # pylint: disable-next=g-import-not-at-top
     from sfda_jax.data._folder import FolderSource
-    source = FolderSource(name, split)
+    source = FolderSource(name, split, skip_unreadable)
   else:
     if test_fraction is not None:
       raise ValueError(
@@ -150,7 +170,8 @@ def load_train_test(dataset: str, test_dataset: str | None = None,
                     test_fraction: float | None = None,
                     num_examples: int | None = None,
                     test_examples: int | None = None,
-                    data_dir: str | None = None, seed: int = 0
+                    data_dir: str | None = None, seed: int = 0,
+                    skip_unreadable: bool = False
                     ) -> tuple[ImageDataset, ImageDataset, dict[str, Any]]:
   """A training set and a test set that share no image, and how they were made.
 
@@ -185,6 +206,9 @@ def load_train_test(dataset: str, test_dataset: str | None = None,
     test_examples: test subset size, ``None`` for all.
     data_dir: TFDS data directory.
     seed: seed of the holdout and of both subsets.
+    skip_unreadable: leave unreadable images out of the image folders among
+      ``dataset`` and ``test_dataset`` (see :func:`load`); ignored for a
+      TFDS dataset.
 
   Returns:
     ``(train, test, split)``; ``split`` is a JSON-ready record: ``method``,
@@ -230,8 +254,10 @@ def load_train_test(dataset: str, test_dataset: str | None = None,
                 else test_fraction)
     for split in (train_split, test_split):
       _check_test_fraction(fraction, split)
-    train = load(dataset, train_split, num_examples, data_dir, seed, fraction)
-    test = load(dataset, test_split, test_examples, data_dir, seed, fraction)
+    train = load(dataset, train_split, num_examples, data_dir, seed, fraction,
+                 skip_unreadable)
+    test = load(dataset, test_split, test_examples, data_dir, seed, fraction,
+                skip_unreadable)
     description = (
         f"one image folder partitioned into disjoint parts: per class, "
         f"round_half_up({fraction} x images) (at least 1, leaving at least 1)"
@@ -240,9 +266,11 @@ def load_train_test(dataset: str, test_dataset: str | None = None,
   else:
     fraction = None
     method = "named_splits" if test_dataset is None else "test_dataset"
-    train = load(dataset, train_split, num_examples, data_dir, seed)
-    test = load(dataset if test_dataset is None else test_dataset,
-                test_split, test_examples, data_dir, seed)
+    test_name = dataset if test_dataset is None else test_dataset
+    train = load(dataset, train_split, num_examples, data_dir, seed,
+                 skip_unreadable=skip_unreadable and _is_folder(dataset))
+    test = load(test_name, test_split, test_examples, data_dir, seed,
+                skip_unreadable=skip_unreadable and _is_folder(test_name))
     description = (
         f"the {train_split!r} and {test_split!r} splits of {dataset!r}"
         if test_dataset is None else

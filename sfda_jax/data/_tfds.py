@@ -28,7 +28,8 @@ import numpy as np
 
 from sfda_jax import network
 from sfda_jax.data import _fashion_mnist
-from sfda_jax.data._dataset import DatasetNotPreparedError, Source
+from sfda_jax.data._dataset import (DatasetNotPreparedError, Source,
+                                    UnreadableImageError)
 from sfda_jax.data._tf import tf, tfds
 
 __all__ = ["ALIASES", "DatasetNotPreparedError", "TfdsSource",
@@ -314,5 +315,16 @@ class TfdsSource(Source):
     return self._num_records
 
   def decode(self, raw):
-    # channels=3: grayscale repeated to RGB, alpha dropped.
-    return tf.io.decode_image(raw, channels=3, expand_animations=False)
+    # pylint: disable-next=g-import-not-at-top
+    from sfda_jax.data._pipeline import decode_image
+    return decode_image(raw)
+
+  def unreadable_error(self, problems):
+    names = [f"TFDS dataset {self.name!r} split {self.split!r}, record {i}"
+             for i, _ in problems]
+    folder = os.fspath(self._builder.data_dir)
+    return UnreadableImageError(
+        f"{names[0]}: its image cannot be decoded ({problems[0][1]}). TFDS "
+        f"wrote these records itself, so the prepared files in {folder} are "
+        "damaged: delete that folder and prepare the dataset again (`tfds "
+        f"build {ALIASES.get(self.name, self.name)}`).", names)

@@ -122,6 +122,10 @@ class RankConfig:
     priors: also score the data-free priors (ImageNet top-1, parameter
       count, leave-one-dataset-out where the ground truth has other
       datasets) and report their agreement beside the metrics'.
+    skip_unreadable: an image folder's unreadable or undecodable images
+      are left out (each logged, then the count) instead of stopping the
+      run with an error naming the first
+      (``sfda_jax.data.load(..., skip_unreadable=True)``).
   """
   dataset: str = "fashion_mnist"
   models: str | Sequence[str] = "auto"
@@ -139,6 +143,7 @@ class RankConfig:
   resamples: int = 4
   priors: bool = True
   ensemble: int = 0
+  skip_unreadable: bool = False
 
   def validate(self) -> None:
     """Raises ValueError for an unknown metric, a batch size or subset
@@ -462,7 +467,8 @@ def rank_zoo(config: RankConfig, output_dir: str | None = None
            for name in names}                           # fail fast
     ds = data.load(config.dataset, split=config.split,
                    num_examples=config.num_examples or None,
-                   data_dir=config.data_dir, seed=config.seed)
+                   data_dir=config.data_dir, seed=config.seed,
+                   skip_unreadable=config.skip_unreadable)
     dataset_name, split, num_examples = config.dataset, config.split, len(ds)
     _check_labels_and_heads(config, ds.labels, bbs,     # before extraction
                             getattr(ds, "class_names", None))

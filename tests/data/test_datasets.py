@@ -329,7 +329,9 @@ def test_image_folder_errors(tmp_path):
   Image.fromarray(np.zeros((4, 4), np.uint8)).save(
       tmp_path / "partial" / "a" / "x.png")
   (tmp_path / "partial" / "b" / "readme.txt").write_text("")
-  with pytest.raises(ValueError, match="b holds no images"):
+  with pytest.raises(ValueError, match=r"Class folder .b. \(.*\) holds no "
+                     r"usable images: it holds only files with unsupported "
+                     r"extensions: \.txt \(1: b/readme\.txt\)"):
     data.load(str(tmp_path / "partial"))
 
 
@@ -438,16 +440,59 @@ def test_from_arrays():
   assert data.from_arrays(changed, labels).fingerprint != fp
 
 
+def _nan_at(index):
+  images = np.zeros((3, 4, 4))
+  images[index, 1, 2] = np.nan
+  return images
+
+
 @pytest.mark.parametrize("images,labels,match", [
-    (np.zeros((2, 4, 4, 2), np.uint8), [0, 1], "shape"),
-    (np.zeros((2, 4, 4), np.uint8), [0, 1, 2], "labels must be"),
-    (np.full((2, 4, 4), 2.0), [0, 1], r"\[0, 1\]"),
-    (np.zeros((2, 4, 4), np.int32), [0, 1], "uint8"),
-    (np.zeros((2, 4, 4), np.uint8), [0.0, 1.0], "integers"),
-])
+    (np.zeros((2, 4, 4, 2), np.uint8), [0, 1], r"must be \[N, H, W\], .* "
+     r"or \[N, H, W, 4\], got shape \(2, 4, 4, 2\)\.$"),
+    (np.zeros((2, 3, 8, 8), np.uint8), [0, 1], r"got shape \(2, 3, 8, 8\) "
+     r"\(channels first\? use images\.transpose\(0, 2, 3, 1\)\)"),
+    (np.zeros((2, 4), np.uint8), [0, 1], r"got shape \(2, 4\)"),
+    (np.zeros((2, 0, 4), np.uint8), [0, 1], r"images have no pixels: shape "
+     r"\(2, 0, 4\)"),
+    (np.zeros((0, 4, 4), np.uint8), [], r"images is empty \(N = 0\)"),
+    (np.zeros((2, 4, 4), np.uint8), [0, 1, 2], r"labels must be \[N\] = "
+     r"\[2\] to match images, got shape \(3,\)"),
+    (np.zeros((2, 4, 4), np.uint8), [[0], [1]], r"labels must be \[N\]"),
+    (np.full((2, 4, 4), 2.0), [0, 1], r"float images must lie in \[0, 1\], "
+     r"got values in \[2, 2\]; divide 0-255 pixels by 255"),
+    (np.full((2, 4, 4), 255.0), [0, 1], r"got values in \[255, 255\]"),
+    (np.full((2, 4, 4), -0.5), [0, 1], r"got values in \[-0\.5, -0\.5\]"),
+    (_nan_at(2), [0, 1, 1], r"images contain NaN or infinite values \(1 of "
+     r"3 images, first at index 2\)"),
+    (np.full((2, 4, 4), np.inf), [0, 1], r"NaN or infinite values \(2 of 2 "
+     r"images, first at index 0\)"),
+    (np.full((2, 4, 4), 7, np.int64), [0, 1], r"got dtype int64 with values "
+     r"in \[7, 7\]; convert with images\.astype\(np\.uint8\)"),
+    (np.full((2, 4, 4), 1000, np.int32), [0, 1], r"values in \[1000, 1000\];"
+     r" scale them to 0-255"),
+    (np.zeros((2, 4, 4), bool), [0, 1], r"got dtype bool"),
+    (np.zeros((2, 4, 4), np.uint8), [0.0, 1.0], "labels must be integers"),
+    (np.zeros((2, 4, 4), np.uint8), [np.nan, 1.0], "labels must be integers"),
+    ([np.zeros((4, 4), np.uint8), np.zeros((5, 5), np.uint8)], [0, 1],
+     r"images cannot be one array \(.*\); pass a numeric array "
+     r"\[N, H, W\(, C\)\] of equally sized images: resize them"),
+    (np.array([np.zeros((4, 4)), None], dtype=object), [0, 1],
+     r"images is an object array \(images of different sizes, or not "
+     r"numbers\)"),
+], ids=["2-channels", "channels-first", "2-d", "no-pixels", "empty",
+        "labels-too-long", "labels-2-d", "float-above-1", "float-0-255",
+        "float-negative", "nan", "inf", "int64-in-range", "int32-too-big",
+        "bool", "float-labels", "nan-labels", "ragged-list", "object-array"])
 def test_from_arrays_errors(images, labels, match):
   with pytest.raises(ValueError, match=match):
     data.from_arrays(images, np.asarray(labels))
+
+
+def test_from_arrays_rgba_drops_alpha():
+  rgb = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 3), np.uint8)
+  rgba = np.concatenate([rgb, np.full((3, 28, 28, 1), 9, np.uint8)], -1)
+  out, _, _ = _collect(data.from_arrays(rgba, [0, 1, 1]), NATIVE, 8)
+  np.testing.assert_allclose(out, (rgb / 255.0 - 0.5) / 0.5, atol=1e-6)
 
 
 def test_from_arrays_holdout_split():
