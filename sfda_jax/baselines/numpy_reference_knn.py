@@ -34,6 +34,16 @@ def _l2_normalise(X):
 # k-NN estimator (Sorkhei et al., TMLR 2025; DINO's eval_knn protocol)
 # ----------------------------------------------------------------------------------------------------------
 
+def _knn_inputs(X, y, k):
+    """``(L2-normalised float64 rows, remapped labels, K, N)``; checks ``1 <= k <= N - 1``."""
+    X = _as_f64(X)
+    y, K = _remap(y)
+    N = X.shape[0]
+    if not 1 <= k <= N - 1:
+        raise ValueError(f"k must be in [1, N - 1] = [1, {N - 1}], got k={k} (N={N}).")
+    return _l2_normalise(X), y, K, N
+
+
 def knn(X, y, k=20, temperature=0.07, soft=False):
     """Leave-one-out weighted k-NN accuracy on cosine similarity (DINO's knn_classifier).
 
@@ -43,12 +53,7 @@ def knn(X, y, k=20, temperature=0.07, soft=False):
     4. c_i(l) = sum_{j in NN_k(i), y_j = l} exp(s_ij / T); pred_i = argmax_l c_i(l), ties -> smallest id.
     5. score = mean_i [pred_i == y_i]; soft=True: mean_i c_i(y_i) / sum_l c_i(l).
     """
-    X = _as_f64(X)
-    y, K = _remap(y)
-    N = X.shape[0]
-    if not 1 <= k <= N - 1:
-        raise ValueError(f"k must be in [1, N - 1] = [1, {N - 1}], got k={k} (N={N}).")
-    Xh = _l2_normalise(X)
+    Xh, y, K, N = _knn_inputs(X, y, k)
     total = 0.0
     for i in range(N):
         s = np.array([np.dot(Xh[i], Xh[j]) for j in range(N)])
@@ -71,17 +76,23 @@ def knn(X, y, k=20, temperature=0.07, soft=False):
 # INT (Singh, Hess & Vanschoren, arXiv 2502.06925; pymfe MFEClustering.ft_int)
 # ----------------------------------------------------------------------------------------------------------
 
-def inter_class_distance(X, y, normalize=None):
-    """INT = 2/(K(K-1)) sum_{a<b} (1/(n_a n_b)) sum_{y_i=a} sum_{y_j=b} ||x_i - x_j||_2.
-
-    Plain Euclidean distance on the raw features (``normalize="l2"``: on L2-normalised rows instead).
-    """
+def _int_inputs(X, y, normalize):
+    """``(float64 rows, L2-normalised for normalize="l2", remapped labels, K)``."""
     X = _as_f64(X)
     y, K = _remap(y)
     if normalize == "l2":
         X = _l2_normalise(X)
     elif normalize is not None:
         raise ValueError(f"normalize must be None or 'l2', got {normalize!r}.")
+    return X, y, K
+
+
+def inter_class_distance(X, y, normalize=None):
+    """INT = 2/(K(K-1)) sum_{a<b} (1/(n_a n_b)) sum_{y_i=a} sum_{y_j=b} ||x_i - x_j||_2.
+
+    Plain Euclidean distance on the raw features (``normalize="l2"``: on L2-normalised rows instead).
+    """
+    X, y, K = _int_inputs(X, y, normalize)
     total = 0.0
     for a in range(K):
         for b in range(a + 1, K):
@@ -101,12 +112,7 @@ def knn_vectorised(X, y, k=20, temperature=0.07, soft=False, chunk=1024):
     """:func:`knn` as DINO's ``knn_classifier`` computes it: per chunk of rows, similarities to every row
     (one product), the sample itself excluded, the top k (``argpartition``), weights exp(s / T) summed per
     class. Equal to :func:`knn` up to the order of equal similarities (measure zero on real features)."""
-    X = _as_f64(X)
-    y, K = _remap(y)
-    N = X.shape[0]
-    if not 1 <= k <= N - 1:
-        raise ValueError(f"k must be in [1, N - 1] = [1, {N - 1}], got k={k} (N={N}).")
-    Xh = _l2_normalise(X)
+    Xh, y, K, N = _knn_inputs(X, y, k)
     total = 0.0
     for start in range(0, N, chunk):
         rows = np.arange(start, min(start + chunk, N))
@@ -126,12 +132,7 @@ def knn_vectorised(X, y, k=20, temperature=0.07, soft=False, chunk=1024):
 def inter_class_distance_cdist(X, y, normalize=None):
     """:func:`inter_class_distance` as pymfe's ``ft_int`` computes it: the mean of scipy's ``cdist``
     (Euclidean) between the samples of each class pair, averaged over the pairs."""
-    X = _as_f64(X)
-    y, K = _remap(y)
-    if normalize == "l2":
-        X = _l2_normalise(X)
-    elif normalize is not None:
-        raise ValueError(f"normalize must be None or 'l2', got {normalize!r}.")
+    X, y, K = _int_inputs(X, y, normalize)
     groups = [X[y == a] for a in range(K)]
     total = sum(distance.cdist(groups[a], groups[b]).mean()
                 for a in range(K) for b in range(a + 1, K))
