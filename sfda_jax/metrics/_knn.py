@@ -264,8 +264,11 @@ def knn_core(x: jax.Array, labels: jax.Array, num_classes: int, k: int = 20,
                  axis=1)
     # Leave-one-out: a sample is never its own neighbour. top_k on -d keeps
     # the lower index first among equal values (jax.lax.top_k's contract).
-    neg, idx = lax.top_k(jnp.where(rows[:, None] == samples[None, :],
-                                   -jnp.inf, -d), k)
+    # The barrier keeps XLA:CPU from fusing top_k into the consumers of its
+    # values (neg[:, :1] below): fused, the chunk took 2.0 s instead of
+    # 0.24 s at N=10000, D=2048 (BUILD_NOTES, issue 14).
+    neg, idx = lax.optimization_barrier(lax.top_k(
+        jnp.where(rows[:, None] == samples[None, :], -jnp.inf, -d), k))
     # exp(s / T) up to the per-query factor exp(s_max / T) (s = 1 - d / 2),
     # as 1 + expm1(.): see _class_votes.
     counts, res = _class_votes(
