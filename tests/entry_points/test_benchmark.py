@@ -127,6 +127,9 @@ def parsed_flags():
     ({"repeats": 0}, "--repeats"),
     ({"impls": ["jax"]}, "unknown impl 'jax'"),
     ({"max_reference_seconds": -1.0}, "max_reference_seconds"),
+    ({"skip_metrics": ["nope"]}, "unknown metric 'nope'"),
+    ({"metrics": ["sfda"], "skip_metrics": ["sfda"]},
+     "empty after --skip_metrics"),
 ])
 def test_bad_flags_raise_value_error(parsed_flags, overrides, message):
   del parsed_flags
@@ -134,6 +137,27 @@ def test_bad_flags_raise_value_error(parsed_flags, overrides, message):
     setattr(flags.FLAGS, name, value)
   with pytest.raises(ValueError, match=message):
     benchmark.config_from_flags()
+
+
+def test_metrics_all_is_every_registry_metric_less_the_skipped(parsed_flags):
+  del parsed_flags
+  from sfda_jax.metrics import registry  # pylint: disable=g-import-not-at-top
+  flags.FLAGS.metrics = ["all"]
+  flags.FLAGS.skip_metrics = ["nleep", "leep"]
+  cfg = benchmark.config_from_flags()
+  assert set(cfg.metrics) == set(registry.REGISTRY) - {"nleep", "leep"}
+  assert cfg.metrics[:2] == ("sfda", "logme")      # the registry's order
+
+
+def test_references_get_the_library_option_defaults():
+  """GBC's reference defaults to no PCA; the benchmark passes the library's
+  64 components, so both sides compute the same number."""
+  from sfda_jax.baselines import numpy_reference  # pylint: disable=g-import-not-at-top
+  x, y = benchmark.make_data(400, 96, 4, 0)
+  ours = float(benchmark._ours("gbc", x, y, None, None, 0)())  # pylint: disable=protected-access
+  ref = benchmark._numpy("gbc", x, y, None, None, 0)()  # pylint: disable=protected-access
+  assert ref == pytest.approx(ours, rel=1e-4)
+  assert numpy_reference.gbc(x, y) != pytest.approx(ours, rel=1e-2)
 
 
 def test_grid_is_a_sorted_product(parsed_flags):
