@@ -38,8 +38,8 @@ import dataclasses
 import os
 import struct
 
-__all__ = ["BadImageFile", "IMAGE_EXTENSIONS", "ImageInfo", "MAX_IMAGE_PIXELS",
-           "inspect"]
+__all__ = ["ANIMATED_WEBP", "BadImageFile", "IMAGE_EXTENSIONS", "ImageInfo",
+           "MAX_IMAGE_PIXELS", "inspect"]
 
 # The extensions an image folder takes, lower case (matched in any case):
 # every format tf.io.decode_image reads (TF 2.21).
@@ -64,8 +64,9 @@ _FTYP_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF",
 # JPEG start-of-frame markers (the frame header holds the image size).
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _HEAD = 64
-# TF 2.21 corrupts the heap decoding an animated WebP in a tf.data pipeline.
-_ANIMATED_WEBP = ("an animated WebP, which TensorFlow's WebP decoder crashes "
+# TF 2.21 corrupts the heap decoding an animated WebP in a tf.data pipeline:
+# refused here and, with the same message, by _pipeline.decode_image.
+ANIMATED_WEBP = ("an animated WebP, which TensorFlow's WebP decoder crashes "
                   "on; save its first frame as a still image")
 
 
@@ -315,7 +316,7 @@ def _webp(head: bytes, size: int) -> ImageInfo:
     width, height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
   elif kind == b"VP8X":
     if head[20] & 0x02:
-      raise BadImageFile(_ANIMATED_WEBP)
+      raise BadImageFile(ANIMATED_WEBP)
     width = int.from_bytes(head[24:27], "little") + 1
     height = int.from_bytes(head[27:30], "little") + 1
   else:

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from sfda_jax import checks
+from sfda_jax.data import _image_files
 from sfda_jax.data.preprocessing import Preprocessing
 from sfda_jax.data._tf import tf
 
@@ -84,9 +85,8 @@ def decode_image(contents: tf.Tensor) -> tf.Tensor:
     animated = tf.logical_and(_starts_with(contents, 12, b"VP8X"),
                               tf.not_equal(tf.bitwise.bitwise_and(
                                   flags, tf.constant(2, tf.uint8)), 0))
-    check = tf.debugging.Assert(tf.logical_not(animated), [
-        "an animated WebP, which TensorFlow's WebP decoder crashes on; "
-        "save its first frame as a still image"])
+    check = tf.debugging.Assert(tf.logical_not(animated),
+                                [_image_files.ANIMATED_WEBP])
     with tf.control_dependencies([check]):
       return _any_channels_to_rgb(tf.io.decode_webp(contents)[0])
 
