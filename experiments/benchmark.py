@@ -82,6 +82,7 @@ from experiments import _cli  # pylint: disable=g-import-not-at-top,wrong-import
 import sfda_jax
 from sfda_jax import atomic
 from sfda_jax import environment
+from sfda_jax import ranking
 from sfda_jax.baselines import numpy_reference
 from sfda_jax.baselines import numpy_reference_knn
 from sfda_jax.baselines import numpy_reference_lda
@@ -395,7 +396,7 @@ def _one_score(metric: str, seed: int) -> Callable[[Any, Any], float]:
   per-model feature metric (variants and set-level parts included) with
   ``score_models``' options."""
   spec = registry.REGISTRY[metric]
-  options = {spec.seeded_option: seed} if spec.seeded_option else {}
+  options = ranking.metric_options({metric: spec}, seed)[metric]
   return lambda x, y: spec.fn(x, y, **options)
 
 
@@ -403,7 +404,7 @@ def _ours(metric: str, x, y, theta, z, seed):
   spec = registry.REGISTRY[metric]
   inputs = {"features": x, "source_probs": theta, "source_labels": z}[
       spec.inputs]
-  options = {spec.seeded_option: seed} if spec.seeded_option else {}
+  options = dict(ranking.metric_options({metric: spec}, seed)[metric])
   if metric == "parc":   # same work as the reference: no subsampling
     options["max_samples"] = x.shape[0]
   return lambda: spec.fn(inputs, y, **options)
