@@ -66,6 +66,8 @@ def main(argv):
                              FLAGS.ground_truth_dir, config,
                              progress=lambda key: print(f"ranking {key} ...",
                                                         flush=True))
+  for column in result.columns:
+    print(column.ground_truth_table() + "\n")
   print(result.table())
   if FLAGS.output:
     atomic.write_bytes(FLAGS.output, (json.dumps(result.to_json(), indent=1)

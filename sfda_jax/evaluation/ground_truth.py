@@ -19,8 +19,9 @@ from absl import logging
 
 from sfda_jax import report
 
-__all__ = ["COMMITTED", "committed_path", "incomplete_runs", "parse_seeds",
-           "resolve", "resumable_runs", "run_key", "seeded_payload"]
+__all__ = ["COMMITTED", "SEPARATION", "adjacent_pairs", "committed_path",
+           "incomplete_runs", "parse_seeds", "resolve", "resumable_runs",
+           "run_key", "seed_std", "seeded_payload"]
 
 #: Committed fine-tune accuracies used by ``ground_truth="auto"``: dataset ->
 #: candidate files in ``sfda_jax/evaluation/ground_truth/``, in order of
@@ -118,6 +119,50 @@ def _auto(dataset: str, models: Sequence[str]
 
 
 # Fine-tuning records with several training seeds (experiments.finetune).
+
+#: Two models' order is "resolved" when their mean accuracies differ by more
+#: than this many times the larger of their seed standard deviations.
+SEPARATION = 2.0
+
+
+def seed_std(path: str | None, dataset: str) -> dict[str, float | None]:
+  """``{model: std over training seeds}`` of a ground-truth file's
+  ``accuracy_std`` table for ``dataset`` (``{}`` when the file has none;
+  ``None`` for a model with one seed)."""
+  if path is None:
+    return {}
+  with open(path) as f:
+    doc = json.load(f)
+  table = doc.get("accuracy_std") if isinstance(doc, dict) else None
+  if not isinstance(table, dict):
+    return {}
+  key = report.dataset_key(table, dataset)
+  return dict(table.get(key) or {}) if key is not None else {}
+
+
+def adjacent_pairs(accuracies: dict[str, float],
+                   std: dict[str, float | None],
+                   separation: float = SEPARATION) -> list[dict]:
+  """The models in order of mean accuracy (best first) and, for each
+  adjacent pair, whether the ground truth resolves its order.
+
+  Returns one dict per adjacent pair: ``upper``, ``lower``, ``gap`` (mean
+  difference), ``noise`` (``separation`` x the larger seed std, ``None``
+  when either model lacks a std) and ``resolved`` (``gap > noise``;
+  ``False`` without a std: one seed cannot resolve anything). Equal means
+  keep the input order.
+  """
+  order = sorted(accuracies, key=lambda m: -accuracies[m])
+  pairs = []
+  for upper, lower in zip(order, order[1:]):
+    spread = [std.get(upper), std.get(lower)]
+    noise = (None if any(s is None for s in spread)
+             else separation * max(spread))
+    gap = accuracies[upper] - accuracies[lower]
+    pairs.append({"upper": upper, "lower": lower, "gap": gap,
+                  "noise": noise,
+                  "resolved": noise is not None and gap > noise})
+  return pairs
 
 def parse_seeds(given, default: int) -> list[int]:
   if not given:

@@ -352,21 +352,17 @@ class RankResult:
     acc = self.ground_truth or {}
     if len(acc) < 2:
       return None
-    doc = _document(self.ground_truth_file)
-    table = doc.get("accuracy_std", {})
-    key = report.dataset_key(table, self.dataset) if isinstance(
-        table, dict) else None
-    std = table.get(key, {}) if key is not None else {}
-    first, second = sorted(acc, key=lambda m: -acc[m])[:2]
-    if first not in std or second not in std:
+    top = ground_truth_lib.adjacent_pairs(
+        acc, ground_truth_lib.seed_std(self.ground_truth_file,
+                                       self.dataset))[0]
+    if top["noise"] is None or top["resolved"]:
       return None
-    gap, noise = acc[first] - acc[second], 2 * max(std[first], std[second])
-    if gap > noise:
-      return None
+    first, second = top["upper"], top["lower"]
     return (f"the ground truth does not separate its two best models "
             f"({first} {acc[first]:.4f} vs {second} {acc[second]:.4f}, gap "
-            f"{gap:.4f} <= 2 seed std {noise:.4f}): which of them is better "
-            "is not known, so agreement at the top is partly noise")
+            f"{top['gap']:.4f} <= 2 seed std {top['noise']:.4f}): which of "
+            "them is better is not known, so agreement at the top is partly "
+            "noise")
 
   def payload(self) -> dict[str, Any]:
     """The results.json content."""

@@ -65,6 +65,11 @@ class Column:
       how many models the metric scored.
     models: the ranked models.
     omitted: ``{name: reason}`` for metrics and priors without agreement.
+    ground_truth: the ranked models best first, each ``{"model", "mean",
+      "std"}`` (mean and std of the fine-tune accuracy over training seeds;
+      std ``None`` for one seed).
+    pairs: :func:`~sfda_jax.evaluation.ground_truth.adjacent_pairs` of that
+      order: which adjacent orders the seeds resolve.
   """
   target: str
   kind: str
@@ -73,6 +78,29 @@ class Column:
   best_metric: str | None
   models: tuple[str, ...]
   omitted: dict[str, str]
+  ground_truth: tuple[dict[str, Any], ...] = ()
+  pairs: tuple[dict[str, Any], ...] = ()
+
+  def resolved(self) -> str:
+    """``"k of n adjacent pairs resolved"`` (gap > 2 seed std)."""
+    k = sum(p["resolved"] for p in self.pairs)
+    return (f"{k} of {len(self.pairs)} adjacent pairs resolved (mean gap > "
+            f"{ground_truth_lib.SEPARATION:g} x the larger seed std)")
+
+  def ground_truth_table(self) -> str:
+    """The ground truth, best first: mean +- std per model and, between
+    two models, ``>`` where the seeds resolve their order, ``~`` where
+    they do not."""
+    lines = [f"{self.target}/{self.kind} ground truth: {self.resolved()}"]
+    width = max(len(r["model"]) for r in self.ground_truth)
+    for i, row in enumerate(self.ground_truth):
+      std = "-" if row["std"] is None else f"{row['std']:.3f}"
+      lines.append(f"  {row['model']:<{width}}  {row['mean']:.3f} +- {std}")
+      if i < len(self.pairs):
+        pair = self.pairs[i]
+        lines.append(f"  {'>' if pair['resolved'] else '~':>{width}}  gap "
+                     f"{pair['gap']:.3f}")
+    return "\n".join(lines)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +140,8 @@ class BenchmarkResult:
         f"{c.best_metric or '-':>{cell}}" for c in self.columns))
     notes = [f"{len(c.models)} models in {c.target}/{c.kind} "
              f"(ground truth {c.ground_truth_file})" for c in self.columns]
+    notes += [f"{c.target}/{c.kind}: {c.resolved()}"
+              for c in self.columns if c.pairs]
     notes += [f"{k}: not computed ({v})" for k, v in self.missing.items()]
     notes += [f"{c.target}/{c.kind}: {n} left out ({why})"
               for c in self.columns for n, why in c.omitted.items()]
@@ -151,10 +181,18 @@ def column_from_rank(result: rank_lib.RankResult, target: str, kind: str
   if result.priors is not None:
     omitted.update({f"prior {p}": why
                     for p, why in result.priors.omitted.items()})
+  accuracies = result.ground_truth or {}
+  std = (ground_truth_lib.seed_std(result.ground_truth_file, result.dataset)
+         if accuracies else {})
+  pairs = ground_truth_lib.adjacent_pairs(accuracies, std)
+  order = sorted(accuracies, key=lambda m: -accuracies[m])
   return Column(target=target, kind=kind,
                 ground_truth_file=str(result.ground_truth_file), rows=rows,
                 best_metric=best, models=tuple(result.models),
-                omitted=omitted)
+                omitted=omitted,
+                ground_truth=tuple({"model": m, "mean": accuracies[m],
+                                    "std": std.get(m)} for m in order),
+                pairs=tuple(pairs))
 
 
 #: The committed bench ground truth's settings (every file records its own

@@ -188,10 +188,59 @@ def test_a_metric_that_scored_few_models_is_marked_and_never_best():
                           "weighted_tau_p95": 0.6}},
       scores={"leep": {"a": 1.0, "b": 0.5, "c": None, "d": None},
               "sfda": {"a": 1.0, "b": 0.5, "c": 0.2, "d": 0.1}},
-      prior_agreement={}, agreement_skipped={}, priors=None)
+      prior_agreement={}, agreement_skipped={}, priors=None,
+      ground_truth=None, dataset="t")
   column = zoo_benchmark.column_from_rank(result, "t", "finetune")
   assert column.best_metric == "sfda"
   assert column.rows["leep"]["models"] == 2
   text = zoo_benchmark.BenchmarkResult((column,), {}).table()
   assert "1.000 (2/4)" in text and "0.400 [0.10..0.60]" in text
   assert "(2/4)" not in text.split("sfda")[1].splitlines()[0]
+
+
+def test_adjacent_pairs_resolve_only_gaps_above_two_seed_std():
+  from sfda_jax.evaluation import ground_truth as gt
+  acc = {"c": 0.70, "a": 0.90, "b": 0.89, "d": 0.50, "e": 0.49}
+  std = {"a": 0.004, "b": 0.01, "c": 0.02, "d": 0.01, "e": None}
+  pairs = gt.adjacent_pairs(acc, std)
+  assert [(p["upper"], p["lower"]) for p in pairs] == [
+      ("a", "b"), ("b", "c"), ("c", "d"), ("d", "e")]
+  # gap 0.01 <= 2 x 0.01; 0.19 > 2 x 0.02; 0.20 > 0.04; e has one seed.
+  assert [p["resolved"] for p in pairs] == [False, True, True, False]
+  assert pairs[0]["gap"] == pytest.approx(0.01)
+  assert pairs[0]["noise"] == pytest.approx(0.02)
+  assert pairs[3]["noise"] is None
+  # Exactly 2 std apart is not resolved; the factor is a parameter.
+  assert not gt.adjacent_pairs({"x": 0.6, "y": 0.5},
+                               {"x": 0.05, "y": 0.01})[0]["resolved"]
+  assert gt.adjacent_pairs({"x": 0.6, "y": 0.5}, {"x": 0.05, "y": 0.01},
+                           separation=1.0)[0]["resolved"]
+  assert gt.adjacent_pairs({"x": 0.6}, {"x": 0.1}) == []
+
+
+def test_the_benchmark_reports_the_ground_truth_and_its_resolved_pairs(
+    tmp_path):
+  strengths = {"weak": 0.2, "mid": 1.0, "strong": 3.0}
+  a = _target(tmp_path, "tgta", strengths, 0)
+  gt = tmp_path / "gt"
+  gt.mkdir()
+  (gt / "tgta_finetune.json").write_text(json.dumps({
+      "accuracies": {"tgta": {"weak": 0.30, "mid": 0.85, "strong": 0.86}},
+      "accuracy_std": {"tgta": {"weak": 0.01, "mid": 0.02, "strong": 0.01}}}))
+  config = rank_lib.RankConfig(metrics=("logme",), resamples=2)
+  result = zoo_benchmark.run([a], kinds=("finetune",),
+                             ground_truth_dir=str(gt), config=config)
+  column, = result.columns
+  assert [r["model"] for r in column.ground_truth] == ["strong", "mid",
+                                                       "weak"]
+  assert column.ground_truth[0]["std"] == pytest.approx(0.01)
+  assert [p["resolved"] for p in column.pairs] == [False, True]
+  text = column.ground_truth_table()
+  assert text.splitlines()[0].endswith(
+      "ground truth: 1 of 2 adjacent pairs resolved (mean gap > 2 x the "
+      "larger seed std)")
+  assert "strong  0.860 +- 0.010" in text and "~  gap 0.010" in text
+  assert ">  gap 0.550" in text
+  assert "1 of 2 adjacent pairs resolved" in result.table()
+  saved = json.loads(json.dumps(result.to_json()))["columns"][0]
+  assert [p["resolved"] for p in saved["pairs"]] == [False, True]
