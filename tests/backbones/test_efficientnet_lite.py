@@ -429,3 +429,78 @@ def test_jit_matches_eager_and_depthwise_implementations_agree():
     for got, want in zip(outputs, reference):
       np.testing.assert_allclose(np.asarray(got), np.asarray(want),
                                  rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (3, 2), (5, 1), (5, 2)])
+@pytest.mark.parametrize("height,width", [(8, 8), (9, 6), (1, 1)])
+def test_shift_depthwise_gradient_equals_grouped_convolution(
+    kernel, stride, height, width, x64):
+  # The "shift" implementation has a hand-written VJP (input gradient as a
+  # correlation of the stride-dilated cotangent, kernel gradient as k * k
+  # reductions); autodiff of the grouped convolution is the reference, in
+  # float64, on odd and even sizes (TF "SAME" puts the odd pixel after).
+  rng = np.random.default_rng(kernel * 100 + stride * 10 + height)
+  # 12 images: the kernel gradient sums the batch in 6 slices of 2.
+  x = jnp.asarray(rng.normal(size=(12, height, width, 3)))
+  shift = enl.DepthwiseConv(kernel, stride, impl="shift", dtype=jnp.float64)
+  conv = enl.DepthwiseConv(kernel, stride, impl="conv", dtype=jnp.float64)
+  params = {"params": {"kernel": jnp.asarray(
+      rng.normal(size=(kernel, kernel, 1, 3)))}}
+
+  def loss(module):
+    return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)) * x.mean())
+  got = jax.jit(jax.grad(loss(shift), argnums=(0, 1)))(params, x)
+  want = jax.grad(loss(conv), argnums=(0, 1))(params, x)
+  for g, w in zip(jax.tree_util.tree_leaves(got),
+                  jax.tree_util.tree_leaves(want)):
+    assert g.shape == w.shape
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-12,
+                               atol=1e-12)
+  np.testing.assert_allclose(np.asarray(shift.apply(params, x)),
+                             np.asarray(conv.apply(params, x)), rtol=1e-12,
+                             atol=1e-12)
+
+
+def test_pointwise_conv_is_a_one_by_one_convolution(x64):
+  import flax.linen as nn
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 5, 4, 6)))
+  ours = enl.PointwiseConv(7, dtype=jnp.float64)
+  conv = nn.Conv(7, (1, 1), use_bias=False, dtype=jnp.float64)
+  key = jax.random.PRNGKey(3)
+  params = ours.init(key, x)
+  # Same parameter tree and initialisation as flax's 1 x 1 convolution, so
+  # converted weights load unchanged.
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params,
+                         conv.init(key, x))
+  np.testing.assert_allclose(np.asarray(ours.apply(params, x)),
+                             np.asarray(conv.apply(params, x)), rtol=1e-13)
+  got = jax.grad(lambda p: jnp.sum(ours.apply(p, x) ** 2))(params)
+  want = jax.grad(lambda p: jnp.sum(conv.apply(p, x) ** 2))(params)
+  np.testing.assert_allclose(np.asarray(got["params"]["kernel"]),
+                             np.asarray(want["params"]["kernel"]),
+                             rtol=1e-12)
+
+
+def test_frozen_batch_norm_is_inference_mode_batch_norm(x64):
+  import flax.linen as nn
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(3, 4, 4, 5)) * 3 + 1)
+  ours = enl.FrozenBatchNorm(epsilon=1e-3, dtype=jnp.float64)
+  flax_bn = nn.BatchNorm(use_running_average=True, epsilon=1e-3,
+                         dtype=jnp.float64)
+  variables = flax_bn.init(jax.random.PRNGKey(0), x)
+  # Same variable tree (so converted weights load unchanged) ...
+  assert (jax.tree_util.tree_structure(ours.init(jax.random.PRNGKey(0), x))
+          == jax.tree_util.tree_structure(variables))
+  variables = jax.tree_util.tree_map(
+      lambda v: jnp.asarray(rng.uniform(0.5, 2.0, size=v.shape)), variables)
+  # ... and the same values and gradients.
+  np.testing.assert_allclose(np.asarray(ours.apply(variables, x)),
+                             np.asarray(flax_bn.apply(variables, x)),
+                             rtol=1e-12, atol=1e-12)
+  grad = lambda m: jax.grad(lambda v: jnp.sum(jnp.sin(m.apply(v, x))))(
+      variables)["params"]
+  for name in ("scale", "bias"):
+    np.testing.assert_allclose(np.asarray(grad(ours)[name]),
+                               np.asarray(grad(flax_bn)[name]), rtol=1e-12)
