@@ -176,6 +176,9 @@ def main(argv):
         + (f", {len(done)} already finished" if done else ""), flush=True)
   finished_now, spent = 0, 0.0
   for name, bb in models.items():
+    if all((name, seed, lr, wd) in done for seed in seeds for lr in lrs
+           for wd in wds):
+      continue              # resumed: no features or images to prepare
     if FLAGS.mode == "linear_probe":
       tr = features.extract(bb, train, cache_dir=FLAGS.cache_dir)
       te = features.extract(bb, test, cache_dir=FLAGS.cache_dir)

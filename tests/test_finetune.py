@@ -253,6 +253,9 @@ def test_finetune_entry_point_on_a_folder_records_its_split(tmp_path):
   assert again.returncode == 0, again.stderr[-3000:]
   assert "8 finished run(s) kept" in again.stdout
   assert "0 run(s) to do" in again.stdout
+  # ... and a model whose runs are all kept is not prepared again (no
+  # feature extraction, no image preloading).
+  assert "img/s" in proc.stderr and "img/s" not in again.stderr
   assert json.loads(out.read_text())["runs"] == payload["runs"]
   accs = payload["accuracies"][str(folder)]
   assert set(accs) == {"efficientnet_lite0", "efficientnet_lite0@random"}
