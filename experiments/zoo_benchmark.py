@@ -3,6 +3,7 @@ r"""Issue 12's benchmark table: every metric and prior vs each ground truth.
   python -m experiments.zoo_benchmark                     # bench zoo, both targets
   python -m experiments.zoo_benchmark --targets=digits --kinds=linear_probe
   python -m experiments.zoo_benchmark --metrics=sfda,sfda_cv5,logme,logme_corrected
+  python -m experiments.zoo_benchmark --choose_zoo        # how bench was chosen
 
 For each target (``fashion_mnist``, ``digits``) and each ground truth
 (``finetune``, ``linear_probe``) found as ``{target}_{kind}.json`` in
@@ -49,10 +50,22 @@ flags.DEFINE_list("metrics", [], "Metrics to judge (default: every metric "
                   "that applies); add variants such as sfda_cv5 or "
                   "logme_corrected by name.")
 flags.DEFINE_string("output", None, "Write the table as JSON here.")
+flags.DEFINE_bool("choose_zoo", False, "Only print the subset of the "
+                  "bench_all pool whose ground truths resolve the most "
+                  "adjacent pairs (the rule behind the bench zoo) and exit.")
 
 
 def main(argv):
   del argv
+  if FLAGS.choose_zoo:
+    zoo, resolved = zoo_benchmark.choose_bench_zoo(FLAGS.ground_truth_dir)
+    print(f"{len(zoo)} models: {','.join(zoo)}")
+    for key, (k, n) in resolved.items():
+      print(f"  {key}: {k} of {n} adjacent pairs resolved")
+    same = zoo == rank_lib.ZOOS["bench"]
+    print("= the bench zoo" if same else "differs from the bench zoo: "
+          + ",".join(rank_lib.ZOOS["bench"]))
+    return
   if FLAGS.output:
     atomic.check_writable_dir(os.path.dirname(os.path.abspath(FLAGS.output)),
                               "--output directory")

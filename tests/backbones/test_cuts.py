@@ -153,10 +153,13 @@ def test_pixels_has_no_random_control():
 
 
 def test_bench_zoo_names():
+  pool = rank_lib.model_names("bench_all", "digits")
   names = rank_lib.model_names("bench", "digits")
   assert len(names) >= 12 and len(set(names)) == len(names)
-  assert "pixels" in names and "efficientnet_lite1:stage6" in names
-  for name in names:
+  assert len(set(pool)) == len(pool) and set(names) <= set(pool)
+  assert "pixels" in names and "efficientnet_lite1:stage6" in pool
+  assert any(":stage" in n for n in names)
+  for name in pool:
     base, _ = backbones.parse_name(name)
     if base != "pixels":
       arch, _ = backbones.split_cut(base)

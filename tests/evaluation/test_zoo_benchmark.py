@@ -134,7 +134,7 @@ def test_committed_ground_truth_was_made_by_the_documented_command():
       assert payload["command"] == zoo_benchmark.ground_truth_command(
           target, kind, rel)
       if payload["complete"]:
-        zoo = rank_lib.model_names("bench", target)
+        zoo = rank_lib.model_names("bench_all", target)
         seeds = payload["accuracy_seeds"][target]
         assert sorted(seeds) == sorted(zoo)
         assert all(len(seeds[m]) == 3 for m in zoo)
@@ -244,3 +244,58 @@ def test_the_benchmark_reports_the_ground_truth_and_its_resolved_pairs(
   assert "1 of 2 adjacent pairs resolved" in result.table()
   saved = json.loads(json.dumps(result.to_json()))["columns"][0]
   assert [p["resolved"] for p in saved["pairs"]] == [False, True]
+
+
+def test_choose_zoo_keeps_the_required_models_and_drops_the_unresolvable():
+  # a, b, c are far apart in both columns; d sits within noise of a in the
+  # first column and e within noise of c in the second; f has one seed.
+  first = ({"a": 0.90, "b": 0.70, "c": 0.50, "d": 0.895, "e": 0.30, "f": 0.1},
+           {"a": 0.01, "b": 0.01, "c": 0.01, "d": 0.01, "e": 0.01, "f": None})
+  second = ({"a": 0.80, "b": 0.60, "c": 0.40, "d": 0.20, "e": 0.405, "f": 0},
+            {"a": 0.01, "b": 0.01, "c": 0.01, "d": 0.01, "e": 0.01, "f": 0.1})
+  zoo, resolved = zoo_benchmark.choose_zoo([first, second], ["a", "b"], 3)
+  assert zoo == ("a", "b", "c")
+  assert resolved == [(2, 2), (2, 2)]
+  # Forced to four, the best fourth model is the one that costs least: d and
+  # e each leave one pair of one column unresolved; d comes first.
+  zoo, resolved = zoo_benchmark.choose_zoo([first, second], ["a", "b"], 4, 4)
+  assert zoo == ("a", "b", "c", "d") and resolved == [(2, 3), (3, 3)]
+  # Requiring both near-duplicates leaves two unresolved pairs.
+  zoo, resolved = zoo_benchmark.choose_zoo([first, second], ["d", "e"], 5)
+  assert zoo == ("a", "b", "c", "d", "e")
+  assert resolved == [(3, 4), (3, 4)]
+  with pytest.raises(ValueError, match=r"required model\(s\) \['f'\]"):
+    zoo_benchmark.choose_zoo([first, second], ["f"], 3)
+  with pytest.raises(ValueError, match="zoo sizes"):
+    zoo_benchmark.choose_zoo([first, second], ["a"], 6)
+  with pytest.raises(ValueError, match="at least one"):
+    zoo_benchmark.choose_zoo([], ["a"], 2)
+
+
+def test_read_ground_truth_returns_means_and_seed_std(tmp_path):
+  path = tmp_path / "gt.json"
+  path.write_text(json.dumps({"accuracies": {"t": {"a": 0.5, "b": 0.4}},
+                              "accuracy_std": {"t": {"a": 0.01}}}))
+  assert zoo_benchmark.read_ground_truth(str(path)) == (
+      {"a": 0.5, "b": 0.4}, {"a": 0.01, "b": None})
+  path.write_text(json.dumps({"accuracies": {"t": {}, "u": {}}}))
+  with pytest.raises(ValueError, match="one dataset"):
+    zoo_benchmark.read_ground_truth(str(path))
+
+
+def test_the_bench_zoo_is_what_choose_zoo_picks_from_the_committed_files():
+  zoo, resolved = zoo_benchmark.choose_bench_zoo()
+  assert zoo == rank_lib.ZOOS["bench"]
+  assert set(zoo_benchmark.BENCH_REQUIRED) <= set(zoo)
+  assert set(zoo) <= set(rank_lib.ZOOS["bench_all"])
+  assert len(zoo) >= 12
+  # Recomputed with adjacent_pairs from the files: the counts agree, and
+  # most adjacent pairs of every column are resolved.
+  from sfda_jax.evaluation import ground_truth as gt
+  for key, (k, n) in resolved.items():
+    target, kind = key.split("/")
+    acc, std = zoo_benchmark.read_ground_truth(zoo_benchmark.ground_truth_path(
+        zoo_benchmark.default_ground_truth_dir(), target, kind))
+    pairs = gt.adjacent_pairs({m: acc[m] for m in zoo}, std)
+    assert (k, n) == (sum(p["resolved"] for p in pairs), len(pairs))
+    assert k > n / 2, (key, k, n)
