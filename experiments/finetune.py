@@ -1,6 +1,6 @@
 r"""Ground truth by fine-tuning each backbone on a target dataset (optax).
 
-  python -m experiments.finetune --dataset=fashion_mnist --models=bench \
+  python -m experiments.finetune --dataset=fashion_mnist --models=bench_all \
       --mode=full --steps=150 --image_size=32 --seeds=0,1,2 \
       --warmup_steps=15 --clip_norm=1 --learning_rates=0.03,0.01 \
       --output=sfda_jax/evaluation/ground_truth/bench/fashion_mnist_finetune.json
@@ -9,7 +9,7 @@ r"""Ground truth by fine-tuning each backbone on a target dataset (optax).
 The first is the committed bench ground truth's command (the file that
 ``--ground_truth=auto`` of ``experiments.rank`` reads for Fashion-MNIST; the
 exact commands: ``sfda_jax.evaluation.zoo_benchmark.ground_truth_command``);
-it takes ~30 min on a 2-core CPU. The defaults (4 models, native
+it takes ~1 hour on a 2-core CPU (27 models). The defaults (4 models, native
 resolution, 150 steps) take far longer on a CPU: pass --image_size. After
 every run the command prints how many runs are left and an estimate of the
 time they take.
@@ -58,7 +58,7 @@ flags.DEFINE_list("models", ["efficientnet_lite0", "efficientnet_lite1",
                              "efficientnet_lite2", "efficientnet_lite0@random"],
                   "Backbones (@random: randomly initialised control; "
                   ":stageK: cut after stage K), or a zoo name (offline, "
-                  "bench).")
+                  "bench, bench_all).")
 flags.DEFINE_enum("mode", "full", ["full", "linear_probe"], "What trains.")
 flags.DEFINE_integer("steps", 150, "Optimizer steps per run.",
                      lower_bound=1)

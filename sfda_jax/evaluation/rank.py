@@ -89,7 +89,7 @@ ZOOS = {
 
 def model_names(spec: str | Sequence[str], dataset: str) -> list[str]:
   """Backbone names for ``spec``: a zoo name (``offline``, ``bench``,
-  ``online``), ``auto`` (offline for fashion_mnist, digits and folders,
+  ``bench_all``, ``online``), ``auto`` (offline for fashion_mnist, digits and folders,
   online otherwise), a
   comma-separated string or a sequence of names.
 

@@ -98,6 +98,8 @@ class Column:
     two models, ``>`` where the seeds resolve their order, ``~`` where
     they do not."""
     lines = [f"{self.target}/{self.kind} ground truth: {self.resolved()}"]
+    if not self.ground_truth:
+      return lines[0]
     width = max(len(r["model"]) for r in self.ground_truth)
     for i, row in enumerate(self.ground_truth):
       std = "-" if row["std"] is None else f"{row['std']:.3f}"

@@ -193,6 +193,9 @@ def test_a_metric_that_scored_few_models_is_marked_and_never_best():
   column = zoo_benchmark.column_from_rank(result, "t", "finetune")
   assert column.best_metric == "sfda"
   assert column.rows["leep"]["models"] == 2
+  assert column.ground_truth_table() == (
+      "t/finetune ground truth: 0 of 0 adjacent pairs resolved (mean gap > 2 "
+      "x the larger seed std)")
   text = zoo_benchmark.BenchmarkResult((column,), {}).table()
   assert "1.000 (2/4)" in text and "0.400 [0.10..0.60]" in text
   assert "(2/4)" not in text.split("sfda")[1].splitlines()[0]
