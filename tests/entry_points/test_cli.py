@@ -120,5 +120,6 @@ def test_rank_help_lists_backbones_zoos_and_metrics():
                         text=True, timeout=120)
   text = " ".join((proc.stdout + proc.stderr).split())
   assert "offline efficientnet_lite0, efficientnet_lite1" in text
-  assert "bench (14: efficientnet_lite0," in text and "pixels" in text
+  assert "bench (12: efficientnet_lite0," in text and "pixels" in text
+  assert "bench_all (27: efficientnet_lite0," in text
   assert "regularized_hscore, gbc, transrate, parc, leep, nce" in text

@@ -145,9 +145,16 @@ def test_variants_run_in_score_models_and_resampling():
 # ---------------------------------------------------------------------------
 # LogME's N < D fix.
 
-@pytest.mark.parametrize("n,d,rank_deficient", [
-    (50, 200, False), (30, 31, False), (300, 20, False), (300, 40, True)])
-@pytest.mark.parametrize("corrected", [True, "rank"])
+# Rank-deficient N > D features only with corrected="rank": with
+# corrected=True each null direction whose +-1e-12 rounding eigenvalue
+# survives the s > 1e-10 filter adds -log(alpha) / 2N, and which survive
+# depends on the eigen-solver (the reference's documented caveat; on this
+# project's AMD EPYC the two implementations kept different counts: 0.173 vs
+# 0.197). "rank" adds the same term for every dropped direction, so the
+# count cancels.
+@pytest.mark.parametrize("n,d,rank_deficient,corrected", [
+    (n, d, False, c) for n, d in ((50, 200), (30, 31), (300, 20))
+    for c in (True, "rank")] + [(300, 40, True, "rank")])
 def test_logme_corrected_parity(x64, n, d, rank_deficient, corrected):
   x, y = make_features(n, d, 4, seed=n + d)
   if rank_deficient:
