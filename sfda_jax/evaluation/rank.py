@@ -89,9 +89,9 @@ ZOOS = {
 
 def model_names(spec: str | Sequence[str], dataset: str) -> list[str]:
   """Backbone names for ``spec``: a zoo name (``offline``, ``bench``,
-  ``bench_all``, ``online``), ``auto`` (offline for fashion_mnist, digits and folders,
-  online otherwise), a
-  comma-separated string or a sequence of names.
+  ``bench_all``, ``online``), ``auto`` (offline for fashion_mnist, digits
+  and folders, online otherwise), a comma-separated string or a sequence
+  of names.
 
   Raises:
     ValueError: no name.

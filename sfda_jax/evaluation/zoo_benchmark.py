@@ -215,10 +215,11 @@ def read_ground_truth(path: str) -> tuple[dict[str, float],
     doc = json.load(f)
   table = doc.get("accuracies") if isinstance(doc, dict) else None
   if not isinstance(table, dict) or len(table) != 1:
+    got = sorted(table) if isinstance(table, dict) else repr(table)
     raise ValueError(f"{path}: expected the accuracies of one dataset, got "
-                     f"{sorted(table) if isinstance(table, dict) else table!r}.")
+                     f"{got}.")
   (dataset, accuracies), = table.items()
-  std = (doc.get("accuracy_std") or {}).get(dataset) or {}
+  std = ground_truth_lib.seed_std(path, dataset)
   return dict(accuracies), {m: std.get(m) for m in accuracies}
 
 
