@@ -17,6 +17,8 @@ INSTALL_REQUIRES = [
     "jax>=0.10.2,<0.11",
     "numpy>=2.0",
     "scipy>=1.13",
+    # One BLAS thread for the small float64 host steps (metrics.stats).
+    "threadpoolctl>=3.1",
 ]
 
 EXTRAS = {

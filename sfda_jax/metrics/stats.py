@@ -23,6 +23,8 @@ run inline; other backends keep the batched call.
 
 from __future__ import annotations
 
+import contextlib
+
 import types
 from typing import Any, Callable, NamedTuple
 
@@ -512,6 +514,32 @@ _DEVICE_OPS = types.SimpleNamespace(
     eigh=lambda a: eigh(a), eigh_top=_device_eigh_top)
 
 
+#: Host steps whose largest input has fewer elements than this run their
+#: BLAS/LAPACK calls on one thread. At these sizes a second thread gains
+#: nothing (a 256 x 256 float64 eigh: 8.9 ms on one thread, 8.6 ms on two),
+#: while waking OpenBLAS's pool next to XLA's own threads made one call in
+#: a few take 5-8x its median on this 2-core CPU (NCTI's LDA: 25 ms median,
+#: 160-210 ms outliers; max 24 ms on one thread; BUILD_NOTES.md, issue 14).
+#: From 512 x 512 up two threads are faster (66 vs 47 ms) and are kept.
+SMALL_HOST_ELEMENTS = 512 * 512
+_BLAS_CONTROLLER = []
+
+
+def _host_threads(arrays):
+  """One BLAS thread for a small host step (see SMALL_HOST_ELEMENTS)."""
+  if max((a.size for a in arrays), default=0) >= SMALL_HOST_ELEMENTS:
+    return contextlib.nullcontext()
+  if not _BLAS_CONTROLLER:
+    try:
+      import threadpoolctl  # pylint: disable=import-outside-toplevel
+      _BLAS_CONTROLLER.append(threadpoolctl.ThreadpoolController())
+    except ImportError:           # optional: only a speed-up
+      _BLAS_CONTROLLER.append(None)
+  if _BLAS_CONTROLLER[0] is None:
+    return contextlib.nullcontext()
+  return _BLAS_CONTROLLER[0].limit(limits=1, user_api="blas")
+
+
 def precise(fn: Callable[..., Any], *args: jax.Array) -> Any:
   """``fn(ops, *args)`` evaluated in float64; results in the inputs' dtype.
 
@@ -547,7 +575,9 @@ def precise(fn: Callable[..., Any], *args: jax.Array) -> Any:
           else s.dtype), shapes)
 
   def host(*arrays):
-    out = fn(_HOST_OPS, *(np.asarray(a, np.float64) for a in arrays))
+    arrays = [np.asarray(a, np.float64) for a in arrays]
+    with _host_threads(arrays):
+      out = fn(_HOST_OPS, *arrays)
     return jax.tree.map(lambda o, s: np.asarray(o, s.dtype), out, shapes)
 
   return jax.pure_callback(host, shapes, *args, vmap_method="sequential")

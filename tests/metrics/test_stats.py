@@ -144,3 +144,31 @@ def test_linalg_wrappers_match_jnp_under_vmap(x64, batch_shape):
                              rtol=1e-12)
   np.testing.assert_allclose((u * s[..., None, :]) @ vh, rect, rtol=1e-10,
                              atol=1e-12)
+
+
+def test_small_host_steps_run_blas_on_one_thread():
+  """stats.precise's host path limits BLAS to one thread for small inputs
+  (SMALL_HOST_ELEMENTS) and leaves large ones alone."""
+  threadpoolctl = pytest.importorskip("threadpoolctl")
+  if jax.config.jax_enable_x64:
+    pytest.skip("under x64 precise runs on the device")
+  controller = threadpoolctl.ThreadpoolController()
+  blas = controller.select(user_api="blas")
+  if not blas.lib_controllers:
+    pytest.skip("no BLAS library found by threadpoolctl")
+  seen = []
+
+  def fn(ops, a):
+    if ops is stats._HOST_OPS:      # not while precise traces fn's shapes
+      seen.append(max(c.num_threads for c in controller.select(
+          user_api="blas").lib_controllers))
+    return ops.sum(a * a)
+
+  before = max(c.num_threads for c in blas.lib_controllers)
+  small = jnp.ones((8, 8), jnp.float32)
+  large = jnp.ones((stats.SMALL_HOST_ELEMENTS,), jnp.float32)
+  assert float(jax.jit(lambda a: stats.precise(fn, a))(small)) == 64.0
+  jax.jit(lambda a: stats.precise(fn, a))(large).block_until_ready()
+  assert seen == [1, before]
+  assert max(c.num_threads for c in controller.select(
+      user_api="blas").lib_controllers) == before
