@@ -26,9 +26,14 @@ plain (not squared) Euclidean distance on the raw features, no intra-class
 term. It grows with the features' scale; ``normalize="l2"`` (an opt-in of
 this library, not the paper's) L2-normalises the rows first.
 
-Memory: both cost ``O(N^2 D)`` time and are computed in query chunks of
-``chunk_size`` rows (a ``lax.map`` over the zero-padded chunks inside jit),
-so memory is ``O(chunk_size * N)``, never ``O(N^2)``.
+Memory and time: both cost ``O(N^2 D)`` time and never hold an ``N x N``
+buffer. INT runs in query chunks of ``chunk_size`` rows (a ``lax.map`` over
+the zero-padded chunks inside jit; memory ``O(chunk_size * N)``). k-NN uses
+the symmetry of the distances: the rows are cut into blocks of
+``chunk_size``, each unordered pair of blocks is multiplied once and offered
+to both blocks' rows, and a running ``top_k`` keeps each row's ``k`` best
+(memory ``O(chunk_size^2 + N k)``; ``(m + 1) / 2m`` of the product for ``m``
+blocks: 0.55 at N = 10000).
 
 Float32 accuracy:
   * INT is translation invariant, so the features are centred first
@@ -55,10 +60,12 @@ Float32 accuracy:
 Ties: ``lax.top_k`` puts the lower index first among equal values, and
 ``argmax`` the smallest class. Exact duplicate rows must tie exactly, but a
 backend may round the same arithmetic differently at different row
-positions, so each sample's similarities are read from the column of its
-first bitwise-identical copy (:func:`_first_copies`). Ties between distinct
-vectors at exactly equal cosine (measure zero on real features) are broken
-by whatever rounding the arithmetic gives.
+positions, so only each group's first bitwise-identical copy
+(:func:`_first_copies`) is a neighbour candidate, and a chosen first copy
+stands for its whole group at one distance, members in index order
+(:func:`_expand_copies`). Ties between distinct vectors at exactly equal
+cosine (measure zero on real features) are broken by whatever rounding the
+arithmetic gives.
 
 Not implemented: METRICS.md's optional stratified holdout split (neighbours
 from a train part only); leave-one-out, the documented default, is the only
@@ -236,6 +243,124 @@ def _vote_winner(counts: jax.Array, res: jax.Array) -> jax.Array:
   return jnp.argmax(rel, axis=1)
 
 
+def _copy_groups(first: jax.Array):
+  """Groups of bitwise-identical rows from :func:`_first_copies`.
+
+  Returns:
+    ``(size [N], order [N], pos [N])``: ``size[f]`` the number of rows
+    whose first copy is ``f`` (0 for a row that is not a first copy),
+    ``order`` the rows sorted by (first copy, index), so each group is a
+    contiguous run that starts with its first copy, and ``pos`` its inverse
+    (``pos[f]`` is where ``f``'s group starts).
+  """
+  n = first.shape[0]
+  rows = jnp.arange(n, dtype=jnp.int32)
+  size = jnp.zeros((n,), jnp.int32).at[first].add(1)
+  _, order = lax.sort((first, rows), num_keys=2)
+  pos = jnp.zeros((n,), jnp.int32).at[order].set(rows)
+  return size, order, pos
+
+
+def _nearest_first_copies(terms, first, size, k: int, block: int):
+  """Each row's ``k`` nearest first copies, from the upper block triangle.
+
+  The rows are cut into ``m`` blocks of ``block`` (zero-padded); for every
+  pair of blocks ``I <= J`` one ``[block, block]`` distance block is formed
+  and offered to the rows of ``I`` (as is) and of ``J`` (transposed), so the
+  ``N x N x D`` product is formed once per unordered pair (``(m + 1) / 2m``
+  of the full product). Pairs run with ``J`` outer and ``I`` inner, so each
+  row is offered the column blocks in increasing order and a running
+  ``top_k`` over ``[kept, new]`` keeps the lower index first among equal
+  values, as one ``top_k`` over the whole row would.
+
+  Only first copies are candidates (a group of identical rows is one
+  candidate that stands for all its members, expanded by
+  :func:`_expand_copies`); a row is not its own candidate unless others
+  share it.
+
+  Returns:
+    ``(values [m * block, k], first_copies [m * block, k])``: ``-d`` of the
+    candidates, best first (``-inf`` where there are fewer than ``k``).
+  """
+  n = first.shape[0]
+  m = -(-n // block)
+  padded = m * block
+  cc = terms[7]
+  blocks = [jnp.pad(t, [(0, padded - n)] + [(0, 0)] * (t.ndim - 1)).reshape(
+      (m, block) + t.shape[1:]) for t in terms[:7]]
+  index = jnp.arange(padded, dtype=jnp.int32)
+  first_p = jnp.pad(first, (0, padded - n), constant_values=-1)
+  size_p = jnp.pad(size, (0, padded - n))
+  candidate = (index < n) & (first_p == index)
+  alone = size_p == 1
+  lo, hi = np.triu_indices(m)
+  order = np.lexsort((lo, hi))               # J outer, I inner
+  pairs = jnp.asarray(np.stack([lo[order], hi[order]], axis=1), jnp.int32)
+
+  def offer(kept, r, c, dist):
+    """Merges the distances of column block ``c`` into row block ``r``."""
+    values, ids = kept
+    rows = lax.dynamic_slice_in_dim(index, r * block, block)
+    cols = lax.dynamic_slice_in_dim(index, c * block, block)
+    ok = (lax.dynamic_slice_in_dim(candidate, c * block, block)[None, :]
+          & ~((rows[:, None] == cols[None, :])
+              & lax.dynamic_slice_in_dim(alone, r * block, block)[:, None]))
+    v = jnp.concatenate([values[r], jnp.where(ok, -dist, -jnp.inf)], axis=1)
+    i = jnp.concatenate([ids[r], jnp.broadcast_to(cols, dist.shape)], axis=1)
+    # The barrier keeps XLA:CPU from fusing top_k into its consumers: fused,
+    # a 1024-row top_k took 2.0 s instead of 0.24 s at N=10000, D=2048
+    # (BUILD_NOTES, issue 14).
+    top, at = lax.optimization_barrier(lax.top_k(v, k))
+    return (values.at[r].set(top),
+            ids.at[r].set(jnp.take_along_axis(i, at, axis=1)))
+
+  def step(kept, pair):
+    r, c = pair[0], pair[1]
+    dist = _cosine_distances(
+        (*[lax.dynamic_index_in_dim(b, r, keepdims=False) for b in blocks],
+         cc),
+        (*[lax.dynamic_index_in_dim(b, c, keepdims=False) for b in blocks],
+         cc))
+    kept = offer(kept, r, c, dist)
+    kept = lax.cond(r != c, lambda kp: offer(kp, c, r, dist.T),
+                    lambda kp: kp, kept)
+    return kept, None
+
+  init = (jnp.full((m, block, k), -jnp.inf, terms[0].dtype),
+          jnp.zeros((m, block, k), jnp.int32))
+  (values, ids), _ = lax.scan(step, init, pairs)
+  return values.reshape(padded, k), ids.reshape(padded, k)
+
+
+def _expand_copies(values, ids, rows, first, size, order, pos):
+  """The ``k`` nearest neighbours of each row from its nearest first copies.
+
+  A candidate first copy ``f`` stands for every member of its group at the
+  same distance, in index order (lower index nearer among equal values);
+  the row itself is skipped in its own group.
+
+  Returns:
+    ``(values [R, k], neighbours [R, k])``.
+  """
+  k = values.shape[1]
+  n = first.shape[0]
+  own = first[jnp.minimum(rows, n - 1)]
+  ids = jnp.clip(ids, 0, n - 1)
+  in_own = ids == own[:, None]
+  offered = jnp.where(values > -jnp.inf, size[ids] - in_own, 0)
+  end = jnp.cumsum(offered, axis=1)
+  slot = jnp.arange(k, dtype=jnp.int32)
+  t = jnp.minimum(jnp.sum(end[:, None, :] <= slot[None, :, None], axis=2),
+                  k - 1)                                   # [R, k]
+  offset = slot[None, :] - jnp.take_along_axis(end - offered, t, axis=1)
+  f = jnp.take_along_axis(ids, t, axis=1)
+  rank = pos[jnp.minimum(rows, n - 1)] - pos[own]          # row's place
+  offset = offset + (jnp.take_along_axis(in_own, t, axis=1)
+                     & (offset >= rank[:, None]))
+  member = order[jnp.clip(pos[f] + offset, 0, n - 1)]
+  return jnp.take_along_axis(values, t, axis=1), member
+
+
 def knn_core(x: jax.Array, labels: jax.Array, num_classes: int, k: int = 20,
              temperature: float = 0.07, soft: bool = False,
              chunk_size: int = DEFAULT_CHUNK_SIZE) -> jax.Array:
@@ -250,39 +375,29 @@ def knn_core(x: jax.Array, labels: jax.Array, num_classes: int, k: int = 20,
     temperature: ``T`` of the votes ``exp(s / T)`` (static).
     soft: the mean vote share of the true class instead of the accuracy
       (static).
-    chunk_size: query rows per chunk (static).
+    chunk_size: rows per block of the distance matrix (static; memory
+      ``O(chunk_size^2 + N k)``).
   """
   n = x.shape[0]
+  block = min(chunk_size, n)
   terms = _cosine_distance_terms(x)
-  samples = jnp.arange(n, dtype=jnp.int32)
   first = _first_copies(x)
-
-  def chunk(rows, *q):
-    *q_terms, q_labels = q
-    # Duplicated rows read one column: their similarities tie exactly.
-    d = jnp.take(_cosine_distances((*q_terms, terms[7]), terms), first,
-                 axis=1)
-    # Leave-one-out: a sample is never its own neighbour. top_k on -d keeps
-    # the lower index first among equal values (jax.lax.top_k's contract).
-    # The barrier keeps XLA:CPU from fusing top_k into the consumers of its
-    # values (neg[:, :1] below): fused, the chunk took 2.0 s instead of
-    # 0.24 s at N=10000, D=2048 (BUILD_NOTES, issue 14).
-    neg, idx = lax.optimization_barrier(lax.top_k(
-        jnp.where(rows[:, None] == samples[None, :], -jnp.inf, -d), k))
-    # exp(s / T) up to the per-query factor exp(s_max / T) (s = 1 - d / 2),
-    # as 1 + expm1(.): see _class_votes.
-    counts, res = _class_votes(
-        jnp.expm1((neg - neg[:, :1]) / (2.0 * temperature)), labels[idx],
-        num_classes)
-    if soft:
-      own = jnp.take_along_axis(counts + res, q_labels[:, None], axis=1)
-      per = own[:, 0] / (k + jnp.sum(res, axis=1))
-    else:
-      per = (_vote_winner(counts, res) == q_labels).astype(x.dtype)
-    return jnp.sum(jnp.where(rows < n, per, 0.0))
-
-  total = _map_chunks(chunk, n, chunk_size, *terms[:7], labels)
-  return total / n
+  size, order, pos = _copy_groups(first)
+  values, ids = _nearest_first_copies(terms, first, size, k, block)
+  rows = jnp.arange(values.shape[0], dtype=jnp.int32)
+  neg, idx = _expand_copies(values, ids, rows, first, size, order, pos)
+  neg, idx = neg[:n], idx[:n]
+  # exp(s / T) up to the per-query factor exp(s_max / T) (s = 1 - d / 2),
+  # as 1 + expm1(.): see _class_votes.
+  counts, res = _class_votes(
+      jnp.expm1((neg - neg[:, :1]) / (2.0 * temperature)), labels[idx],
+      num_classes)
+  if soft:
+    own = jnp.take_along_axis(counts + res, labels[:, None], axis=1)
+    per = own[:, 0] / (k + jnp.sum(res, axis=1))
+  else:
+    per = (_vote_winner(counts, res) == labels).astype(x.dtype)
+  return jnp.mean(per)
 
 
 def inter_class_distance_core(x: jax.Array, labels: jax.Array,
@@ -343,7 +458,8 @@ def knn(features: Any, labels: Any, k: int = 20, temperature: float = 0.07,
     temperature: ``T`` of the votes (DINO: 0.07).
     soft: return ``mean_i c_i(y_i) / sum_l c_i(l)``, the mean vote share of
       the true class, instead of the accuracy (an option of this library).
-    chunk_size: query rows per chunk; memory is ``O(chunk_size * N)``.
+    chunk_size: rows per block of the distance matrix; memory is
+      ``O(chunk_size^2 + N k)``.
 
   Returns:
     A float in ``[0, 1]``.

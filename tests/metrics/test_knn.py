@@ -150,6 +150,23 @@ def test_duplicated_rows_match_the_reference(offset, k):
     assert got == pytest.approx(want, rel=1e-5, abs=1e-6), soft
 
 
+@pytest.mark.parametrize("chunk_size", [1, 7, 64])
+def test_large_copy_groups_across_blocks(chunk_size):
+  """Fewer distinct rows than k, groups larger than k and spread over many
+  blocks of the symmetric product: a chosen first copy stands for all its
+  members in index order (the sample itself skipped), as the reference's
+  stable sort ranks them."""
+  rng = np.random.default_rng(3)
+  base = rng.normal(size=(4, 6)) + 2.0
+  x = base[rng.choice(4, size=60, p=[0.5, 0.3, 0.15, 0.05])]
+  y = rng.integers(0, 4, size=60)
+  for k, soft in ((3, False), (20, False), (45, True)):
+    got = knn(x.astype(np.float32), y, k=k, soft=soft,
+              chunk_size=chunk_size)
+    want = reference.knn(x, y, k=k, soft=soft)
+    assert got == pytest.approx(want, rel=1e-5, abs=1e-6), (k, soft)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_first_copies(x64_scope, dtype):
   """Each row's first bitwise-identical row (the column its similarities
