@@ -45,6 +45,11 @@ def test_m_step_matches_sklearn(x64, kind, n, d, c):
   np.testing.assert_allclose(weights, nk / n, rtol=1e-12)
   np.testing.assert_allclose(means, mu, rtol=1e-10, atol=1e-12)
   np.testing.assert_allclose(precs, want, rtol=1e-8, atol=1e-8)
+  # The accelerators' dense form (the CPU takes the sparse one above).
+  counts = jnp.asarray(r.sum(axis=0) + 10 * np.finfo(float).eps)
+  dense = _nleep._precisions(jnp.asarray(x), jnp.asarray(r), means, counts,
+                             1e-6, sparse=False)
+  np.testing.assert_allclose(dense, want, rtol=1e-8, atol=1e-8)
 
 
 @pytest.mark.parametrize("block", [32, 64])
