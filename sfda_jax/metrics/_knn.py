@@ -279,8 +279,9 @@ def _nearest_first_copies(terms, first, size, k: int, block: int):
   share it.
 
   Returns:
-    ``(values [m * block, k], first_copies [m * block, k])``: ``-d`` of the
-    candidates, best first (``-inf`` where there are fewer than ``k``).
+    ``(values [m, block, k], first_copies [m, block, k])`` by row block:
+    ``-d`` of the candidates, best first (``-inf`` where there are fewer
+    than ``k``).
   """
   n = first.shape[0]
   m = -(-n // block)
@@ -329,7 +330,7 @@ def _nearest_first_copies(terms, first, size, k: int, block: int):
   init = (jnp.full((m, block, k), -jnp.inf, terms[0].dtype),
           jnp.zeros((m, block, k), jnp.int32))
   (values, ids), _ = lax.scan(step, init, pairs)
-  return values.reshape(padded, k), ids.reshape(padded, k)
+  return values, ids
 
 
 def _expand_copies(values, ids, rows, first, size, order, pos):
@@ -379,25 +380,32 @@ def knn_core(x: jax.Array, labels: jax.Array, num_classes: int, k: int = 20,
       ``O(chunk_size^2 + N k)``).
   """
   n = x.shape[0]
-  block = min(chunk_size, n)
+  block = -(-n // -(-n // chunk_size))   # <= chunk_size, least padding
   terms = _cosine_distance_terms(x)
   first = _first_copies(x)
   size, order, pos = _copy_groups(first)
   values, ids = _nearest_first_copies(terms, first, size, k, block)
-  rows = jnp.arange(values.shape[0], dtype=jnp.int32)
-  neg, idx = _expand_copies(values, ids, rows, first, size, order, pos)
-  neg, idx = neg[:n], idx[:n]
-  # exp(s / T) up to the per-query factor exp(s_max / T) (s = 1 - d / 2),
-  # as 1 + expm1(.): see _class_votes.
-  counts, res = _class_votes(
-      jnp.expm1((neg - neg[:, :1]) / (2.0 * temperature)), labels[idx],
-      num_classes)
-  if soft:
-    own = jnp.take_along_axis(counts + res, labels[:, None], axis=1)
-    per = own[:, 0] / (k + jnp.sum(res, axis=1))
-  else:
-    per = (_vote_winner(counts, res) == labels).astype(x.dtype)
-  return jnp.mean(per)
+  rows = jnp.arange(values.shape[0] * block, dtype=jnp.int32).reshape(
+      values.shape[0], block)
+
+  def score_rows(args):
+    """The summed per-sample scores of one row block (memory O(block K))."""
+    q, v, i = args
+    neg, idx = _expand_copies(v, i, q, first, size, order, pos)
+    # exp(s / T) up to the per-query factor exp(s_max / T) (s = 1 - d / 2),
+    # as 1 + expm1(.): see _class_votes.
+    counts, res = _class_votes(
+        jnp.expm1((neg - neg[:, :1]) / (2.0 * temperature)), labels[idx],
+        num_classes)
+    q_labels = labels[jnp.minimum(q, n - 1)]
+    if soft:
+      own = jnp.take_along_axis(counts + res, q_labels[:, None], axis=1)
+      per = own[:, 0] / (k + jnp.sum(res, axis=1))
+    else:
+      per = (_vote_winner(counts, res) == q_labels).astype(x.dtype)
+    return jnp.sum(jnp.where(q < n, per, 0.0))
+
+  return jnp.sum(lax.map(score_rows, (rows, values, ids))) / n
 
 
 def inter_class_distance_core(x: jax.Array, labels: jax.Array,
