@@ -24,7 +24,6 @@ run inline; other backends keep the batched call.
 from __future__ import annotations
 
 import contextlib
-
 import types
 from typing import Any, Callable, NamedTuple
 
