@@ -21,11 +21,13 @@ behind. Preparing takes about 10 s on one idle CPU core.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import inspect
 import os
 import shutil
 import struct
+import sys
 import tempfile
 import time
 import zlib
@@ -228,10 +230,14 @@ def prepare_fashion_mnist(data_dir: str | None = None,
   tmp_root = tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=data_dir)
   try:
     builder = _LocalFashionMNIST(source_dir=source_dir, data_dir=tmp_root)
-    builder.download_and_prepare(
-        download_dir=os.path.join(tmp_root, "downloads"),
-        download_config=tfds.download.DownloadConfig(
-            compute_stats=tfds.download.ComputeStatsMode.SKIP))
+    # TFDS prints "Downloading and preparing dataset ..." to stdout; a
+    # library keeps stdout for its caller (a report, a doctest), so its
+    # messages go to stderr with the progress bars.
+    with contextlib.redirect_stdout(sys.stderr):
+      builder.download_and_prepare(
+          download_dir=os.path.join(tmp_root, "downloads"),
+          download_config=tfds.download.DownloadConfig(
+              compute_stats=tfds.download.ComputeStatsMode.SKIP))
     os.makedirs(os.path.dirname(final), exist_ok=True)
     try:
       os.rename(os.path.join(tmp_root, "fashion_mnist", version), final)

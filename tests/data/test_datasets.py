@@ -129,6 +129,19 @@ def test_fashion_mnist_interrupted_prepare_leaves_nothing(tmp_path,
   assert os.listdir(tmp_path) == []
 
 
+@needs_fmnist
+@pytest.mark.slow
+def test_fashion_mnist_prepare_writes_nothing_to_stdout(tmp_path, capsys):
+  """TFDS's "Downloading and preparing" message goes to stderr: stdout
+  belongs to the caller (the package doctest prepares the dataset on a
+  fresh machine and must print nothing)."""
+  from sfda_jax.data import _fashion_mnist
+  _fashion_mnist.prepare_fashion_mnist(str(tmp_path))
+  out = capsys.readouterr()
+  assert out.out == ""
+  assert "fashion_mnist" in out.err
+
+
 def test_fashion_mnist_missing_debian_files(tmp_path):
   from sfda_jax.data import _fashion_mnist
   with pytest.raises(FileNotFoundError, match="apt-get install"):
