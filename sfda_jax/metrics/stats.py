@@ -24,6 +24,7 @@ run inline; other backends keep the batched call.
 from __future__ import annotations
 
 import contextlib
+import functools
 import types
 from typing import Any, Callable, NamedTuple
 
@@ -521,22 +522,20 @@ _DEVICE_OPS = types.SimpleNamespace(
 #: 160-210 ms outliers; max 24 ms on one thread; BUILD_NOTES.md, issue 14).
 #: From 512 x 512 up two threads are faster (66 vs 47 ms) and are kept.
 SMALL_HOST_ELEMENTS = 512 * 512
-_BLAS_CONTROLLER = []
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+  """threadpoolctl's view of the loaded BLAS libraries (found once)."""
+  import threadpoolctl  # pylint: disable=import-outside-toplevel
+  return threadpoolctl.ThreadpoolController()
 
 
 def _host_threads(arrays):
   """One BLAS thread for a small host step (see SMALL_HOST_ELEMENTS)."""
   if max((a.size for a in arrays), default=0) >= SMALL_HOST_ELEMENTS:
     return contextlib.nullcontext()
-  if not _BLAS_CONTROLLER:
-    try:
-      import threadpoolctl  # pylint: disable=import-outside-toplevel
-      _BLAS_CONTROLLER.append(threadpoolctl.ThreadpoolController())
-    except ImportError:           # optional: only a speed-up
-      _BLAS_CONTROLLER.append(None)
-  if _BLAS_CONTROLLER[0] is None:
-    return contextlib.nullcontext()
-  return _BLAS_CONTROLLER[0].limit(limits=1, user_api="blas")
+  return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def precise(fn: Callable[..., Any], *args: jax.Array) -> Any:
